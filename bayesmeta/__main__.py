@@ -1,0 +1,5 @@
+import sys
+
+from bayesmeta.cli import main
+
+sys.exit(main())

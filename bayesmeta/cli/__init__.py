@@ -1,0 +1,55 @@
+"""Command-line entry point: ``bayesmeta <command> ...``.
+
+Each command lives in its own module ``bayesmeta.cli._<command>`` that provides
+``add_parser(subparsers)`` and ``run(args) -> int``. A :class:`BayesMetaError` becomes one
+line on stderr and exit code 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from bayesmeta.exceptions import BayesMetaError
+
+COMMANDS = ("classical", "bayes", "run", "simulate", "datasets", "validate")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bayesmeta", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"bayesmeta.cli._{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"bayesmeta.cli._{name}":
+                raise
+            continue
+        mod.add_parser(sub)
+    return p
+
+
+
+def main(argv=None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    def _showwarning(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+    warnings.showwarning = _showwarning
+    try:
+        return int(args.func(args) or 0)
+    except BayesMetaError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
