@@ -1,0 +1,23 @@
+"""Named tolerance tiers: each is named by *why* two numbers may differ.
+
+EXACT      closed-form arithmetic vs reference software (both IEEE double): rtol 1e-10.
+METAFOR    closed-form estimators vs metafor JSON written with %.17g: rtol 1e-6 is the issue's
+           contract; our closed forms typically agree to ~1e-12.
+OPTIMIZER  iterative tau² (REML/ML/PM/EB/SJ iterated) vs metafor: both stop at a convergence
+           tolerance (metafor threshold 1e-5 on the tau² step); rtol 1e-5 on tau², and its
+           propagated effect on estimates/SEs.
+QUADRATURE exact-engine summaries vs an independent integration: abs 1e-6 (issue 3 contract).
+published(d) a number printed with d decimals: atol = 0.5 * 10**-d (+ tiny float slack).
+MCMC       never a constant: atol = Z_MCSE * mcse computed from the run itself.
+"""
+
+EXACT = dict(rtol=1e-10, atol=1e-12)
+METAFOR = dict(rtol=1e-6, atol=1e-9)
+OPTIMIZER = dict(rtol=1e-5, atol=1e-7)
+QUADRATURE = dict(rtol=0.0, atol=1e-6)
+Z_MCSE = 4.0
+
+
+def published(decimals: int) -> dict:
+    """Tolerance for a number printed with ``decimals`` decimals (rounding half-unit)."""
+    return dict(rtol=0.0, atol=0.5 * 10.0 ** (-decimals) + 1e-12)
