@@ -101,6 +101,41 @@ for (nm in names(datasets)) {
   out$datasets[[nm]] <- entry
 }
 
-writeLines(toJSON(out, digits = I(17), auto_unbox = TRUE, pretty = TRUE, na = "null"),
-           "tests/reference/metafor_bias.json")
+# Own writer: jsonlite caps numbers at 15 significant digits; the contract is %.17g.
+to_json <- function(x, indent = "") {
+  ind2 <- paste0(indent, "  ")
+  if (is.list(x)) {
+    if (!is.null(names(x))) {
+      items <- vapply(names(x), function(n) paste0(ind2, toJSON(n, auto_unbox = TRUE), ": ",
+                                                   to_json(x[[n]], ind2)), "")
+      return(paste0("{\n", paste(items, collapse = ",\n"), "\n", indent, "}"))
+    }
+    items <- vapply(x, function(e) paste0(ind2, to_json(e, ind2)), "")
+    return(paste0("[\n", paste(items, collapse = ",\n"), "\n", indent, "]"))
+  }
+  scal <- function(v) {
+    if (is.na(v)) return("null")
+    if (is.character(v)) return(as.character(toJSON(v, auto_unbox = TRUE)))
+    if (is.logical(v)) return(if (v) "true" else "false")
+    sprintf("%.17g", v)
+  }
+  s <- vapply(seq_along(x), function(i) scal(x[i]), "")
+  if (length(x) == 1 && is.null(attr(x, "as_array"))) return(s)
+  paste0("[", paste(s, collapse = ", "), "]")
+}
+arr <- function(v) { attr(v, "as_array") <- TRUE; v }
+for (nm in names(out$datasets)) {
+  for (key in names(out$datasets[[nm]]$trimfill)) {
+    tf <- out$datasets[[nm]]$trimfill[[key]]
+    tf$fill_yi <- arr(tf$fill_yi); tf$fill_vi <- arr(tf$fill_vi)
+    out$datasets[[nm]]$trimfill[[key]] <- tf
+  }
+  for (key in names(out$datasets[[nm]]$leave1out)) {
+    l1 <- out$datasets[[nm]]$leave1out[[key]]
+    for (f in names(l1)) if (f != "call") l1[[f]] <- arr(l1[[f]])
+    out$datasets[[nm]]$leave1out[[key]] <- l1
+  }
+  for (f in c("yi", "vi", "study")) out$datasets[[nm]][[f]] <- arr(out$datasets[[nm]][[f]])
+}
+writeLines(to_json(out), "tests/reference/metafor_bias.json")
 cat("wrote tests/reference/metafor_bias.json\n")
