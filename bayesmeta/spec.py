@@ -140,6 +140,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "new_trial_n": _k(list, [], items=(int,), doc="per-arm sizes of a hypothetical new trial"),
         "direction": _k(str, "lower_is_better", choices=DIRECTIONS,
                         doc="which sign of the effect favours MSC"),
+        "reversed_outcomes": _k(list, [], items=(str,),
+                                doc="outcomes for which the opposite of `direction` "
+                                    "holds (e.g. ALB when lower_is_better)"),
         "transform": _k(str, "none", choices=TRANSFORMS, doc="display transform (exp for ratios)"),
         "notes": _k(str, "", doc="free text appended to the report"),
     },
@@ -293,27 +296,35 @@ def project_root(start: Path) -> Path:
     return start
 
 
-def _dataset_file(name: str) -> Path | None:
-    """Path of a bundled dataset's CSV, through :mod:`bayesmeta.datasets`."""
-    from bayesmeta import datasets
+def _data_dir() -> Path:
+    try:
+        from bayesmeta import datasets
+    except ImportError:  # datasets module not present: same rule as models_dir()
+        pkg = Path(__file__).resolve().parent
+        return pkg / "_data" if (pkg / "_data").is_dir() else pkg.parent / "data"
+    return Path(datasets.data_dir())
 
-    if hasattr(datasets, "dataset_path"):
-        try:
-            return Path(datasets.dataset_path(name))
-        except Exception:  # noqa: BLE001 - unknown name -> None, reported by caller
-            return None
-    d = Path(datasets.data_dir())
-    p = d / f"{name}.csv"
+
+def _manifest() -> dict:
+    import json
+
+    f = _data_dir() / "MANIFEST.json"
+    if not f.is_file():
+        return {}
+    return json.loads(f.read_text(encoding="utf-8")).get("datasets", {})
+
+
+def _dataset_file(name: str) -> Path | None:
+    """Path of a bundled dataset's CSV (from the data directory's MANIFEST.json)."""
+    entry = _manifest().get(name)
+    if entry is None:
+        return None
+    p = _data_dir() / entry["file"]
     return p if p.is_file() else None
 
 
 def _dataset_names() -> list[str]:
-    from bayesmeta import datasets
-
-    try:
-        return list(datasets.list_datasets())
-    except Exception:  # noqa: BLE001
-        return []
+    return sorted(_manifest())
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,6 +586,36 @@ def _check_priors(v: _Validator, s: dict[str, dict]):
     return parsed
 
 
+def _check_columns(v: _Validator, s: dict[str, dict], data_path: Path):
+    """Columns named in the spec exist in the data; listed outcomes occur in it."""
+    import csv
+
+    with open(data_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        rows = list(reader) if s["data"].get("outcomes") else []
+    d, c = s["data"], s.get("classical", {})
+    named = [("data", k, d.get(k, SCHEMA["data"][k].default))
+             for k in ("study", "time", "subgroup", "outcome_column")]
+    named.append(("classical", "by", c.get("by", "")))
+    for sec, key, col in named:
+        if not col or (key == "study" and "study" not in d and s["data"].get("row_kind",
+                                                                            "study") != "study"):
+            continue
+        if col not in header:
+            sug = _suggest(col, header)
+            raise v.error(f"column {col!r} not in {data_path.name} (columns: {header})",
+                          section=sec, key=key, fix=f"Did you mean '{sug}'?" if sug else None)
+    if d.get("outcomes"):
+        present = sorted({r[d["outcome_column"]] for r in rows})
+        for o in d["outcomes"]:
+            if o not in present:
+                sug = _suggest(o, present)
+                raise v.error(f"outcome {o!r} not in column {d['outcome_column']!r} of "
+                              f"{data_path.name} (values: {present})", section="data",
+                              key="outcomes", fix=f"Did you mean '{sug}'?" if sug else None)
+
+
 def _prior_scale(p):
     for attr in ("scale", "sigma", "s"):
         val = getattr(p, attr, None)
@@ -630,6 +671,7 @@ def load_spec(path, *, check_priors: bool = True) -> AnalysisSpec:
     published_path = None
     if d.get("published"):
         published_path = _resolve_data(v, path, "data", "published", d["published"], True)
+    _check_columns(v, s, data_path)
     if check_priors:
         _check_priors(v, s)
     sections = {}
