@@ -263,6 +263,7 @@ DATASETS = {
         provenance="Rscript tests/reference/metadat_export.R (R 4.2.2, metadat 1.2.0)",
         license=LIC_METADAT,
         measure=[],
+        unique=["study", "trt"],
         columns={
             "study": col("int", "trial id"),
             "trt": col("str", "beta-blockers, sclerotherapy or control"),
