@@ -47,10 +47,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import special, stats
 
-from bayesmeta import results
-from bayesmeta.exceptions import DataError, DataWarning, EstimationError
+from bayesmeta import classical, results
+from bayesmeta.exceptions import (ConvergenceWarning, DataError, DataWarning,
+                                  EstimationError)
 
 __all__ = [
     "EggerResult", "RankTestResult", "TrimFillResult", "LeaveOneOutResult",
@@ -123,120 +124,45 @@ def _prepare(yi, vi, sei, study, min_k, what):
 
 
 # --------------------------------------------------------------------------------------------
-# private weighted (meta-)regression engine, metafor rma.uni semantics
+# fits: bayesmeta.classical (rma / rma_mods), with warnings of the many internal refits collected
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Fit:
-    beta: np.ndarray
-    vb: np.ndarray
-    se: np.ndarray
-    stat: np.ndarray
-    pval: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    df: float           # nan under z
-    tau2: float
-    q: float
-    q_df: int
-    q_p: float
-    i2: float
-    h2: float
-    converged: bool
+class _Quiet:
+    """Collect warnings of internal refits (metafor suppresses them); re-issue convergence
+    failures once, with a count, after the loop."""
+
+    def __init__(self, what):
+        self.what, self.n_conv = what, 0
+
+    def __enter__(self):
+        self._cm = warnings.catch_warnings(record=True)
+        self._rec = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        n = sum(issubclass(w.category, ConvergenceWarning) for w in self._rec)
+        if n:
+            warnings.warn(f"{self.what}: tau² did not converge in {n} of the internal fits.",
+                          ConvergenceWarning, stacklevel=3)
+        return False
 
 
-def _proj(X, w):
-    """P = W - W X (X'WX)^-1 X'W for diagonal weights w; also returns (X'WX)^-1."""
-    XtW = X.T * w
-    inv = np.linalg.inv(XtW @ X)
-    P = np.diag(w) - XtW.T @ inv @ XtW
-    return P, inv
+def _rma(yi, vi, method, test="z", level=0.95):
+    """Intercept-only fit via :func:`bayesmeta.classical.rma`; None if it cannot be fitted
+    (e.g. Knapp-Hartung with k = 1: metafor's leave1out gives NA there too)."""
+    try:
+        return classical.rma(yi, vi, method=method, test=test, level=level)
+    except EstimationError:
+        return None
 
 
-def _tau2(yi, vi, X, method, tol=1e-12, maxiter=1000):
-    """tau² by ``method`` for the model yi = X b + u + e (metafor rma.uni formulas)."""
-    k, p = X.shape
-    if method == "FE" or k <= p:  # no residual df: tau² not identifiable, 0 as metafor
-        return 0.0, True
-    if method == "DL":
-        P, _ = _proj(X, 1.0 / vi)
-        q = float(yi @ P @ yi)
-        return max(0.0, (q - (k - p)) / float(np.trace(P))), True
-    if method == "HE":
-        P, _ = _proj(X, np.ones(k))
-        rss = float(yi @ P @ yi)
-        trPV = float(np.trace(P @ np.diag(vi)))
-        return max(0.0, (rss - trPV) / (k - p)), True
-    if method == "PM":
-        def f(t2):
-            P, _ = _proj(X, 1.0 / (vi + t2))
-            return float(yi @ P @ yi) - (k - p)
-        if f(0.0) <= 0:
-            return 0.0, True
-        hi = max(1.0, 10 * float(np.var(yi)))
-        while f(hi) > 0:
-            hi *= 10
-        return optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-14, maxiter=500), True
-    # ML / REML: Fisher scoring with step halving (metafor's algorithm), start at HE-like value
-    t2 = _tau2(yi, vi, X, "HE")[0]
-    t2 = max(t2, 0.0)
-    for _ in range(maxiter):
-        w = 1.0 / (vi + t2)
-        P, _ = _proj(X, w)
-        if method == "REML":
-            PP = P @ P
-            adj = (float(yi @ PP @ yi) - float(np.trace(P))) / float(np.trace(PP))
-        else:  # ML
-            adj = (float(yi @ P @ P @ yi) - float(np.sum(w))) / float(np.sum(w * w))
-        while t2 + adj < 0:
-            adj /= 2
-            if abs(adj) < 1e-300:
-                adj = -t2
-                break
-        t2 = t2 + adj
-        if abs(adj) <= tol * max(1.0, t2):
-            return t2, True
-    return t2, False
-
-
-def _fit(yi, vi, X=None, *, method="REML", test="z", level=0.95) -> _Fit:
-    k = yi.size
-    if X is None:
-        X = np.ones((k, 1))
-    p = X.shape[1]
-    tau2, conv = _tau2(yi, vi, X, method)
-    w = 1.0 / (vi + tau2)
-    P, inv = _proj(X, w)
-    beta = inv @ (X.T * w) @ yi
-    vb = inv
-    P0, _ = _proj(X, 1.0 / vi)
-    q = float(yi @ P0 @ yi)
-    q_df = k - p
-    q_p = float(stats.chi2.sf(q, q_df)) if q_df > 0 else math.nan
-    if q_df == 0:
-        i2, h2 = 0.0, 1.0
-    elif method == "FE":
-        i2 = 100 * max(0.0, (q - q_df) / q) if q > 0 else 0.0
-        h2 = q / q_df
-    else:
-        vt = q_df / float(np.trace(P0))
-        i2 = 100 * tau2 / (vt + tau2)
-        h2 = (vt + tau2) / vt
-    if test == "knha":
-        s2 = float(yi @ P @ yi) / (k - p) if k > p else math.nan
-        vb = vb * s2
-        df = float(k - p)
-        crit = stats.t.ppf(0.5 + level / 2, df)
-    else:
-        df = math.nan
-        crit = stats.norm.ppf(0.5 + level / 2)
-    se = np.sqrt(np.diag(vb))
-    stat = beta / se
-    pval = (2 * stats.t.sf(np.abs(stat), df) if test == "knha"
-            else 2 * stats.norm.sf(np.abs(stat)))
-    return _Fit(beta=beta, vb=vb, se=se, stat=stat, pval=pval, ci_low=beta - crit * se,
-                ci_high=beta + crit * se, df=df, tau2=float(tau2), q=q, q_df=q_df, q_p=q_p,
-                i2=float(i2), h2=float(h2), converged=conv)
+def _coef_sei(yi, vi, method, test="z"):
+    """Coefficients (intercept, slope) and SEs of the model with ``sqrt(vi)`` as moderator."""
+    X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
+    mt = classical.rma_mods(yi, vi, X, names=["intrcpt", "sei"], method=method, test=test)
+    return mt.coefficients["estimate"].to_numpy(), mt.coefficients["se"].to_numpy(), mt.tau2
 
 
 def _method_label(method, test):
@@ -381,15 +307,21 @@ def egger_test(yi, vi=None, *, sei=None, model: str = "rma", method: str = "REML
                            limit_estimate=float(b[0]), limit_se=float(se[0]),
                            ci_low=float(b[0] - crit * se[0]), ci_high=float(b[0] + crit * se[0]),
                            tau2=0.0, level=level)
-    f = _fit(yi, vi, X, method=method, test=test, level=level)
-    if not f.converged:
-        warnings.warn(f"tau² ({method}) did not converge in the Egger meta-regression.",
-                      DataWarning, stacklevel=2)
+    b, se, tau2 = _coef_sei(yi, vi, method, test)
+    stat = b / se
+    if test == "knha":
+        df = float(k - 2)
+        pv = 2 * stats.t.sf(np.abs(stat), df)
+        crit = stats.t.ppf(0.5 + level / 2, df)
+    else:
+        df = math.nan
+        pv = 2 * stats.norm.sf(np.abs(stat))
+        crit = stats.norm.ppf(0.5 + level / 2)
     return EggerResult(model="rma", method=method, test="t" if test == "knha" else "z", k=k,
-                       coef=float(f.beta[1]), se=float(f.se[1]), statistic=float(f.stat[1]),
-                       df=f.df, p_value=float(f.pval[1]), limit_estimate=float(f.beta[0]),
-                       limit_se=float(f.se[0]), ci_low=float(f.ci_low[0]),
-                       ci_high=float(f.ci_high[0]), tau2=f.tau2, level=level)
+                       coef=float(b[1]), se=float(se[1]), statistic=float(stat[1]), df=df,
+                       p_value=float(pv[1]), limit_estimate=float(b[0]), limit_se=float(se[0]),
+                       ci_low=float(b[0] - crit * se[0]), ci_high=float(b[0] + crit * se[0]),
+                       tau2=float(tau2), level=level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,9 +523,15 @@ def trim_and_fill(yi, vi=None, *, sei=None, method: str = "REML", estimator: str
     if side is not None:
         _choice("side", side, ("left", "right"))
     yi0, vi0, labels = _prepare(yi, vi, sei, study, 2, "Trim-and-fill")
-    if side is None:
-        X = np.column_stack([np.ones(yi0.size), np.sqrt(vi0)])
-        side = "right" if _fit(yi0, vi0, X, method=method).beta[1] < 0 else "left"
+    quiet = _Quiet("trim-and-fill")
+    with quiet:
+        if side is None:
+            side = "right" if _coef_sei(yi0, vi0, method)[0][1] < 0 else "left"
+        res = _trimfill_core(yi0, vi0, labels, method, estimator, side, level, maxiter)
+    return res
+
+
+def _trimfill_core(yi0, vi0, labels, method, estimator, side, level, maxiter):
     y = -yi0 if side == "right" else yi0.copy()
     ix = np.argsort(y, kind="stable")
     y, v = y[ix], vi0[ix]
@@ -604,7 +542,7 @@ def trim_and_fill(yi, vi=None, *, sei=None, method: str = "REML", estimator: str
         it += 1
         if it > maxiter:
             raise EstimationError(f"Trim-and-fill did not converge in {maxiter} iterations.")
-        beta = float(_fit(y[: k - k0], v[: k - k0], method=method).beta[0])
+        beta = _rma(y[: k - k0], v[: k - k0], method).estimate
         yc = y - beta
         r = stats.rankdata(np.abs(yc), method="ordinal")
         rs = np.sign(yc) * r
@@ -632,18 +570,16 @@ def trim_and_fill(yi, vi=None, *, sei=None, method: str = "REML", estimator: str
         names = labels + [f"Filled {i + 1}" for i in range(k0)]
     else:
         yall, vall, filled, names = yi0, vi0, [False] * k, labels
-    f = _fit(yall, vall, method=method, test="z", level=level)
+    f = _rma(yall, vall, method, "z", level)
     if estimator == "R0":
         m = np.arange(-1, k0)
-        from scipy.special import comb
-        p_k0 = float(1 - np.sum(comb(m + 1, m + 1) * 0.5 ** (m + 2)))
+        p_k0 = float(1 - np.sum(special.comb(m + 1, m + 1) * 0.5 ** (m + 2)))
     else:
         p_k0 = math.nan
     return TrimFillResult(
         estimator=estimator, side=side, method=method, k=k, k0=k0, se_k0=float(se_k0),
-        p_k0=p_k0, estimate=float(f.beta[0]), se=float(f.se[0]), statistic=float(f.stat[0]),
-        p_value=float(f.pval[0]), ci_low=float(f.ci_low[0]), ci_high=float(f.ci_high[0]),
-        tau2=f.tau2, q=f.q, i2=f.i2, level=level, yi=tuple(map(float, yall)),
+        p_k0=p_k0, estimate=f.estimate, se=f.se, statistic=f.statistic, p_value=f.p,
+        ci_low=f.ci_low, ci_high=f.ci_high, tau2=f.tau2, q=f.q, i2=f.i2, level=level, yi=tuple(map(float, yall)),
         vi=tuple(map(float, vall)), study=tuple(names), filled=tuple(filled))
 
 
@@ -712,15 +648,21 @@ def leave_one_out(yi, vi=None, *, sei=None, method: str = "REML", test: str = "z
     yi, vi, labels = _prepare(yi, vi, sei, study, 2, "Leave-one-out")
     k = yi.size
     recs = []
-    for i in range(k):
-        keep = np.arange(k) != i
-        f = _fit(yi[keep], vi[keep], method=method, test=test, level=level)
-        recs.append(dict(study=labels[i], estimate=float(f.beta[0]), se=float(f.se[0]),
-                         statistic=float(f.stat[0]), p_value=float(f.pval[0]),
-                         ci_low=float(f.ci_low[0]), ci_high=float(f.ci_high[0]), q=f.q,
-                         q_p=f.q_p, tau2=f.tau2, i2=f.i2, h2=f.h2))
+    with _Quiet("leave-one-out"):
+        for i in range(k):
+            keep = np.arange(k) != i
+            f = _rma(yi[keep], vi[keep], method, test, level)
+            if f is None:
+                recs.append(dict(study=labels[i]))
+                continue
+            recs.append(dict(study=labels[i], estimate=f.estimate, se=f.se,
+                             statistic=f.statistic, p_value=f.p, ci_low=f.ci_low,
+                             ci_high=f.ci_high, q=f.q, q_p=f.q_p, tau2=f.tau2, i2=f.i2,
+                             h2=f.h2))
+    cols = ["study", "estimate", "se", "statistic", "p_value", "ci_low", "ci_high", "q", "q_p",
+            "tau2", "i2", "h2"]
     return LeaveOneOutResult(method=method, test=test, level=level, k=k,
-                             table=pd.DataFrame(recs))
+                             table=pd.DataFrame(recs, columns=cols))
 
 
 # metafor's names
