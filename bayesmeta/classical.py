@@ -733,7 +733,9 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
     if k == 0:
         raise DataError("no 2x2 table with complete counts", column="ai")
     # per-study yi/vi for Q (metafor: add=1/2, to="only0", drop00=TRUE)
-    dz = drop00 and measure in ("OR", "RR")
+    # metafor drops double-zero tables from Q for every measure (drop00=TRUE); RevMan 5 keeps
+    # them for RD (an RD of 0 is estimable) and drops them for OR/RR
+    dz = drop00 and (measure in ("OR", "RR") or not revman5)
     ya, yb, yc, yd, _, dropped = continuity_correct(a, b, c, d, cc=cc, cc_policy="only0",
                                                     drop00=dz, measure=measure,
                                                     labels=labels, warn=True)
@@ -857,10 +859,10 @@ def rma_peto(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, studies=None,
              level=0.95, cc=0.5) -> ClassicalResult:
     """Peto's one-step log odds ratio (metafor ``rma.peto``; Yusuf et al. 1985).
 
-    :math:`\\hat\\theta = \\sum(O_i-E_i)/\\sum V_i`, SE = :math:`1/\\sqrt{\\sum V_i}`, from the raw
-    counts (no continuity correction). Q = :math:`\\sum (O-E)^2/V - (\\sum(O-E))^2/\\sum V`
-    computed, as metafor does, from per-study Peto yi/vi after its default continuity
-    correction (0.5 added to tables with a zero cell).
+    :math:`\\hat\\theta = \\sum(O_i-E_i)/\\sum V_i`, SE = :math:`1/\\sqrt{\\sum V_i}`, and
+    Q = :math:`\\sum (O-E)^2/V - (\\sum(O-E))^2/\\sum V`, all from the raw counts (no
+    continuity correction); tables with V = 0 (no events or all events) carry no information
+    and are left out of Q and its df. ``cc`` is accepted for symmetry and unused.
     """
     a, b, c, d = _counts(ai, bi, ci, di, n1i, n2i)
     k = a.size
@@ -879,15 +881,12 @@ def rma_peto(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, studies=None,
         raise EstimationError("Peto odds ratio undefined: no events in any table")
     est = float(oe.sum() / V.sum())
     se = math.sqrt(1 / V.sum())
-    ya, yb, yc, yd, _, _ = continuity_correct(a, b, c, d, cc=cc, cc_policy="only0", drop00=False,
-                                              measure="PETO", labels=labels, warn=True)
-    n1y, n2y = ya + yb, yc + yd
-    Ny = n1y + n2y
+    # Q from the raw counts, over tables with V > 0 (as metafor's rma.peto):
+    # Q = sum (O-E)^2/V - (sum (O-E))^2 / sum V
+    usable = V > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        Vy = (ya + yc) * (yb + yd) * n1y * n2y / (Ny ** 2 * (Ny - 1))
-        yy = (ya - n1y * (ya + yc) / Ny) / Vy
-        vy = 1 / Vy
-    usable = np.isfinite(yy) & np.isfinite(vy)
+        yy = np.where(usable, oe / V, np.nan)
+        vy = np.where(usable, 1 / V, np.nan)
     wq = 1 / vy[usable]
     Q = float(np.sum(wq * (yy[usable] - est) ** 2))
     qdf = int(usable.sum()) - 1
@@ -1177,7 +1176,9 @@ def fit_multilevel(yi, vi, study, time=None, *, method: str = "REML", level: flo
     Q = float(y @ _wls(y, v, X, 0.0)[2] @ y)
     fval = _ml_obj(s, y, v, X, [Z1, Z2], reml)[0]
     nobs = k - 1 if reml else k
-    loglik = -0.5 * nobs * math.log(2 * math.pi) - fval
+    # metafor's REML log-likelihood includes + 1/2 log|X'X| (Harville 1977 form)
+    loglik = -0.5 * nobs * math.log(2 * math.pi) - fval + (
+        0.5 * np.linalg.slogdet(X.T @ X)[1] if reml else 0.0)
     return MultilevelResult(
         k=k, n_study=len(s_lev), n_inner=len(i_lev), method=method, estimate=b, se=se,
         ci_low=b - z * se, ci_high=b + z * se, statistic=b / se,

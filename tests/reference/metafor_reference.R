@@ -80,7 +80,7 @@ mh_fit <- function(ai, bi, ci, di, measure) {
   list(estimate = num(r$beta), se = num(r$se), statistic = num(r$zval), p = num(r$pval),
        ci_low = num(r$ci.lb), ci_high = num(r$ci.ub), q = num(r$QE), q_p = num(r$QEp),
        i2 = num(r$I2), h2 = num(r$H2), k = r$k, k_yi = r$k.yi,
-       cmh = num(r$CMH), cmh_p = num(r$CMHp))
+       cmh = num(r$MH), cmh_p = num(r$MHp))
 }
 peto_fit <- function(ai, bi, ci, di) {
   r <- rma.peto(ai = ai, bi = bi, ci = ci, di = di)
@@ -147,7 +147,8 @@ subgroup_data <- lapply(sub_sets, function(s) list(yi = s$yi, vi = s$vi, g = s$g
 mv <- list()
 for (m in c("REML", "ML")) {
   r <- rma.mv(yi, vi, random = ~ 1 | study/time, data = meld_md, method = m,
-              control = list(rel.tol = 1e-10, iter.max = 10000, eval.max = 10000))
+              control = list(optimizer = "optim", optmethod = "Nelder-Mead", reltol = 1e-15,
+                              maxit = 10000))  # nlminb stops ~1e-5 early on this flat surface
   mv[[m]] <- list(estimate = num(r$beta), se = num(r$se), statistic = num(r$zval),
                   p = num(r$pval), ci_low = num(r$ci.lb), ci_high = num(r$ci.ub),
                   sigma2 = as.numeric(r$sigma2), q = num(r$QE), q_p = num(r$QEp),
