@@ -128,7 +128,7 @@ def _decode(raw: bytes, file) -> str:
 
 def _split_rows(text: str, file):
     """Rows of the CSV with their spreadsheet row numbers; blank lines are skipped."""
-    reader = csv.reader(_io.StringIO(text, newline=""))
+    reader = csv.reader(_io.StringIO(text, newline=""), strict=True)
     out = []
     try:
         for fields in reader:
@@ -413,7 +413,7 @@ def read_table(
     if key:
         seen: dict[tuple, int] = {}
         for i, r in enumerate(rows):
-            k = tuple(str(df[c].iloc[i]) for c in key)
+            k = tuple(raw_cols[c][i].strip() for c in key)
             if k in seen:
                 desc = ", ".join(f"{c}={v}" for c, v in zip(key, k))
                 raise DataError(
