@@ -1,0 +1,155 @@
+"""``bayesmeta classical DATA.csv --measure M [...]``: classical meta-analysis of a CSV file.
+
+Scripting contract (issue 2)::
+
+    bayesmeta classical DATA.csv --measure {MD,SMD,OR,RR,RD,PETO,MC,GEN}
+        [--method {FE,MH,PETO,DL,REML,ML,PM,HE,SJ,EB,HS}] [--test {z,knha}] [--by COLUMN]
+        [--preset {revman5,revman_web}] [--json]
+
+Input columns use metafor's names (MD/SMD: m1i sd1i n1i m2i sd2i n2i; OR/RR/RD/PETO: ai n1i ci
+n2i or ai bi ci di; MC: mi sdi ni; GEN: yi with vi or sei; optional ``study``). ``--json``
+prints one object with keys ``k, measure, method, test, estimate, se, ci_low, ci_high,
+statistic, p, df, tau2, tau, i2, h2, q, q_df, q_p, pi_low, pi_high, studies`` and, with
+``--by``, ``subgroups`` and ``subgroup_test``. Estimates are on the analysis scale (log for
+OR/RR/PETO). Bad input exits with code 2 and a one-line message naming file, row and column.
+
+Defaults: ``--method REML`` (metafor's default), ``PETO`` for ``--measure PETO``, ``DL`` with
+``--preset revman5``. With ``--preset revman5`` and a 2x2 measure, ``--method DL`` is RevMan 5's
+"M-H, Random" (DL tau² from Q around the MH estimate) and ``--method MH`` adds RevMan's
+continuity correction before the MH estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+
+METHODS = ("FE", "MH", "PETO", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS")
+MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "classical", help="classical (metafor/RevMan-compatible) meta-analysis of a CSV file",
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("data", metavar="DATA.csv", help="one row per study (metafor column names)")
+    p.add_argument("--measure", required=True, choices=MEASURES, type=str.upper)
+    p.add_argument("--method", choices=METHODS, type=str.upper, default=None,
+                   help="FE/MH/PETO or a tau^2 estimator (default REML)")
+    p.add_argument("--test", choices=("z", "knha"), default=None,
+                   help="Wald z (default) or Knapp-Hartung t")
+    p.add_argument("--by", metavar="COLUMN", default=None,
+                   help="subgroup column: per-level results and test for subgroup differences")
+    p.add_argument("--preset", choices=("revman5", "revman_web"), default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _analyse(df, args, method, test):
+    """Fit one table (all rows, or one subgroup). Returns a ClassicalResult."""
+    from bayesmeta import classical as cl
+    from bayesmeta.effect_sizes import escalc, revman5_options
+
+    m = args.measure
+    studies = [str(s) for s in df["study"]] if "study" in df.columns else None
+    revman5 = args.preset == "revman5"
+    binary = m in ("OR", "RR", "RD")
+    if method in ("MH", "PETO") or (revman5 and binary and method == "DL"):
+        a, c = df["ai"].to_numpy(float), df["ci"].to_numpy(float)
+        b = df["bi"].to_numpy(float) if "bi" in df.columns else df["n1i"].to_numpy(float) - a
+        d = df["di"].to_numpy(float) if "di" in df.columns else df["n2i"].to_numpy(float) - c
+        if method == "PETO":
+            return cl.rma_peto(a, b, c, d, studies=studies)
+        return cl.rma_mh(a, b, c, d, measure=m, studies=studies, preset=args.preset,
+                         tau2_method="DL" if method == "DL" else None)
+    opts = revman5_options(m) if revman5 else {}
+    es = escalc(m, df, file=args.data, **opts)
+    return cl.rma(es["yi"].to_numpy(), es["vi"].to_numpy(), studies=studies, method=method,
+                  test=test, measure=m, preset=args.preset)
+
+
+def run(args) -> int:
+    from scipy import stats
+
+    from bayesmeta.exceptions import DataError
+    from bayesmeta.io import read_table, validate_measure_columns
+
+    m = args.measure
+    method = args.method or ("PETO" if m == "PETO" else "DL" if args.preset == "revman5"
+                             else "REML")
+    test = args.test or ("knha" if args.preset == "revman_web" else "z")
+    if method == "MH" and m not in ("OR", "RR", "RD"):
+        return _fail(f"--method MH needs --measure OR, RR or RD, not {m}")
+    if method == "PETO" and m not in ("OR", "PETO"):
+        return _fail(f"--method PETO needs --measure OR or PETO, not {m}")
+    if method in ("MH", "PETO") and test == "knha":
+        return _fail(f"--test knha is not available with --method {method}")
+    if args.preset == "revman5":
+        if method not in ("FE", "DL", "MH", "PETO"):
+            return _fail(f"--preset revman5 offers FE, MH, PETO and DL only, not {method}")
+        if test == "knha":
+            return _fail("--preset revman5 uses Wald z tests; drop --test knha")
+    text = (args.by,) if args.by else ()
+    df = read_table(args.data, text=text + ("study",))
+    validate_measure_columns(df, "OR" if m == "PETO" else m, file=args.data)
+    if args.by and args.by not in df.columns:
+        raise DataError(f"--by column {args.by!r} not found; the table has: "
+                        f"{', '.join(map(str, df.columns))}", file=args.data, row=1,
+                        column=args.by)
+    if method in ("MH", "PETO") and args.preset == "revman_web":
+        test = "z"
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        res = _analyse(df, args, method, test)
+        out = res.to_dict()
+        out["measure"] = args.measure
+        text_out = [str(res)]
+        if args.by:
+            g = df[args.by].astype(str)
+            if (df[args.by].isna()).any():
+                i = int(df[args.by].isna().to_numpy().nonzero()[0][0])
+                rows = df.attrs.get("rows")
+                raise DataError("missing subgroup label", file=args.data,
+                                row=rows[i] if rows else i + 2, column=args.by)
+            subs = {}
+            for lev in dict.fromkeys(g):
+                part = df[(g == lev).to_numpy()].reset_index(drop=True)
+                subs[lev] = _analyse(part, args, method, test)
+            # RevMan's test for subgroup differences: Q on the subgroup estimates with their
+            # SEs (equals Q_total - sum Q_within for inverse-variance fixed effect)
+            est = [r.estimate for r in subs.values()]
+            w = [1 / r.se ** 2 for r in subs.values()]
+            mbar = sum(wi * e for wi, e in zip(w, est)) / sum(w)
+            q = sum(wi * (e - mbar) ** 2 for wi, e in zip(w, est))
+            dfb = len(subs) - 1
+            p = float(stats.chi2.sf(q, dfb)) if dfb > 0 else None
+            out["subgroups"] = {lev: {**r.to_dict(), "measure": args.measure}
+                                for lev, r in subs.items()}
+            out["subgroup_test"] = {"q": q, "df": dfb, "p": p}
+            for lev, r in subs.items():
+                text_out.append(f"=== {args.by} = {lev} ===\n{r}")
+            text_out.append(f"Test for subgroup differences: Chi^2 = {q:.2f}, df = {dfb}, "
+                            f"P = {p if p is None else round(p, 4)}")
+    if args.json:
+        print(json.dumps(_clean(out)))
+    else:
+        print("\n".join(text_out))
+    return 0
