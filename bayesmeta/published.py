@@ -73,7 +73,8 @@ def infer_decimals(x) -> int:
 
 
 def _half(decimals) -> float:
-    return 0.5 * 10.0 ** (-int(decimals))
+    # half a unit of the last printed digit, plus float slack so that exact ties count as agreeing
+    return 0.5 * 10.0 ** (-int(decimals)) * (1 + 1e-9) + 1e-12
 
 
 def _isnan(x) -> bool:
@@ -246,7 +247,8 @@ def check_published(estimate, ci_low=None, ci_high=None, measure="MD", *, p=None
     measure : analysis measure (ratio measures are checked on the log scale).
     p, p_op : printed two-sided P and its relation ("=" or "<").
     decimals, ci_decimals, p_decimals : printed decimals of the estimate, of the CI bounds (the
-        fewer of the two) and of P; inferred from the numbers when not given (conservative).
+        fewer of the two) and of P. ``ci_decimals`` defaults to ``decimals``; when neither is
+        given they are inferred from the numbers (conservative: "2.50" reads as 1 decimal).
     level : CI level.
 
     Returns
@@ -269,8 +271,12 @@ def check_published(estimate, ci_low=None, ci_high=None, measure="MD", *, p=None
     scale = "log" if ratio else "natural"
     d_e = infer_decimals(est) if decimals is None else int(decimals)
     have_ci = lo is not None and hi is not None
-    d_c = (min(infer_decimals(lo), infer_decimals(hi)) if have_ci else 0) \
-        if ci_decimals is None else int(ci_decimals)
+    if ci_decimals is not None:
+        d_c = int(ci_decimals)
+    elif decimals is not None:
+        d_c = int(decimals)  # CIs are printed with the estimate's decimals
+    else:
+        d_c = min(infer_decimals(lo), infer_decimals(hi)) if have_ci else 0
     findings: list[str] = []
     printed = dict(estimate=est, ci_low=lo, ci_high=hi, p=p, p_op=p_op)
     nan = math.nan
