@@ -76,6 +76,8 @@ MEASURE_COLUMNS = {
 }
 RATIO_MEASURES = ("OR", "RR", "HR", "IRR", "PETO")
 
+#: label columns: kept as text even when every value looks like a number (study ids 1, 2, ...)
+_LABELS = ("study", "subgroup", "author", "trt", "outcome")
 _MISSING = {"", "na", "nan", "n/a", ".", "null", "none"}
 _UNICODE_MINUS = "\u2212\ufe63\uff0d"
 _DASHES = "\u2013\u2014\u2012"  # en-dash, em-dash, figure dash
@@ -261,7 +263,8 @@ def read_table(
     required : columns that must exist; a numeric required column must have no missing value.
     numeric : columns that must hold numbers (metafor's names in :data:`KNOWN_NUMERIC` are
         always checked when present). Other columns are converted to numbers only if every cell is
-        a plain number.
+        a plain number (int64 if all are whole numbers written without a decimal point), except
+        label columns (``study, subgroup, author, trt, outcome``), which stay text.
     integer : numeric columns that must hold whole numbers (returned as int64, or Int64 if some
         optional cells are missing).
     text : columns kept as text even if they look numeric (e.g. a study id ``1``).
@@ -375,9 +378,14 @@ def read_table(
                           else arr.astype(np.int64))
             else:
                 out[c] = arr
-        elif c not in text and native is None and _looks_numeric(vals):
-            out[c] = np.array([math.nan if v.strip().lower() in _MISSING else float(v)
-                               for v in vals])
+        elif c not in text and c not in _LABELS and native is None and _looks_numeric(vals):
+            arr = np.array([math.nan if v.strip().lower() in _MISSING else float(v)
+                            for v in vals])
+            if all(re.fullmatch(r"[+-]?\d+", v.strip()) or v.strip().lower() in _MISSING
+                   for v in vals):
+                arr = (pd.array(arr, dtype="Int64") if np.isnan(arr).any()
+                       else arr.astype(np.int64))
+            out[c] = arr
         elif native is not None and c not in text:
             out[c] = native[c].to_numpy()
         else:

@@ -307,3 +307,56 @@ def test_sparse_datasets_have_zero_and_double_zero_cells():
         assert len(d) == k
         assert ((d.ai == 0) | (d.ci == 0)).sum() == zero
         assert ((d.ai == 0) & (d.ci == 0)).sum() == double
+
+
+# --- installed layout (wheel: data/ shipped as bayesmeta/_data) ------------------------------------
+_LOAD_ALL = (
+    "import bayesmeta.datasets as d, pathlib;"
+    "print(d.data_dir());"
+    "print(sum(len(d.load_dataset(n)) for n in d.list_datasets()))"
+)
+
+
+def _expected_rows():
+    return sum(len(load_dataset(n)) for n in ALL)
+
+
+def test_installed_layout_uses_package_data(tmp_path):
+    # reference: the wheel layout of pyproject's force-include (data -> bayesmeta/_data),
+    # mimicked by copying; run in a fresh interpreter so the source tree is not imported.
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "bayesmeta", site / "bayesmeta",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data", site / "bayesmeta" / "_data")
+    proc = subprocess.run([sys.executable, "-c", _LOAD_ALL], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where, rows = proc.stdout.split()
+    assert Path(where) == site / "bayesmeta" / "_data"
+    assert int(rows) == _expected_rows()
+
+
+@pytest.mark.slow
+def test_built_wheel_loads_every_dataset(tmp_path):
+    # style.md §10.1: build the wheel, install it (no deps) into a target dir, load every dataset.
+    import subprocess
+    import sys
+
+    out = tmp_path / "wheel"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                           str(out), str(ROOT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (whl,) = out.glob("bayesmeta-*.whl")
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                           str(site), str(whl)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", _LOAD_ALL], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where, rows = proc.stdout.split()
+    assert Path(where) == site / "bayesmeta" / "_data"
+    assert int(rows) == _expected_rows()

@@ -420,3 +420,11 @@ def test_no_warning_on_clean_file(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate_measure_columns(read_table(p, required=MD_COLS), "MD")
+
+
+def test_numeric_study_ids_stay_labels_and_integer_columns_are_int(tmp_path):
+    p = write(tmp_path, "study,time,yi,vi\n1,2,0.5,0.1\n2,4,0.4,0.2\n")
+    df = read_table(p)
+    assert df["study"].tolist() == ["1", "2"]
+    assert df["time"].dtype == np.int64
+    assert df["yi"].dtype == np.float64
