@@ -312,6 +312,9 @@ def _tau2(y, v, X, method, control):
     if k - p < 1:
         # one study per coefficient: heterogeneity not estimable
         return 0.0, True, 0, math.nan
+    if p == 1 and np.ptp(y) == 0:
+        # identical estimates: every estimator's tau² is 0 (avoid rounding residue ~1e-36)
+        return 0.0, True, 0, math.nan
     _, _, P0, w0 = _wls(y, v, X, 0.0)
     Q = float(y @ P0 @ y)
     if method == "DL":
@@ -390,7 +393,7 @@ def _qprofile(y, v, X, level, control):
         fun = lambda t: _qgen(y, v, X, t) - crit  # noqa: E731
         hi = _bracket_decreasing(lambda t: fun(t) + crit, crit, hi=max(1.0, np.var(y) * 4))
         return float(optimize.brentq(fun, 0.0, hi, xtol=control["tol"], rtol=8.9e-16,
-                                     maxiter=control["maxiter"]))
+                                     maxiter=1000))
     return solve(crit_lo), solve(crit_hi)
 
 
@@ -454,7 +457,7 @@ def _fit(y, v, X, *, method, test, knha_adhoc, level, pi_dist, control):
     if test == "knha":
         if qdf < 1:
             raise EstimationError(f"Knapp-Hartung needs k > {p} studies (k = {k}); use test='z'")
-        s2 = float(y @ P @ y) / qdf
+        s2 = 0.0 if (p == 1 and np.ptp(y) == 0) else float(y @ P @ y) / qdf
         fac = max(1.0, s2) if knha_adhoc else s2
         if s2 == 0 and not knha_adhoc:
             warnings.warn("Knapp-Hartung scale factor s^2 = 0 (the estimates agree perfectly); "
