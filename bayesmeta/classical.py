@@ -739,9 +739,21 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
     # metafor drops double-zero tables from Q for every measure (drop00=TRUE); RevMan 5 keeps
     # them for RD (an RD of 0 is estimable) and drops them for OR/RR
     dz = drop00 and (measure in ("OR", "RR") or not revman5)
-    ya, yb, yc, yd, _, dropped = continuity_correct(a, b, c, d, cc=cc, cc_policy="only0",
-                                                    drop00=dz, measure=measure,
-                                                    labels=labels, warn=True)
+    ya, yb, yc, yd, corr, dropped = continuity_correct(a, b, c, d, cc=cc, cc_policy="only0",
+                                                       drop00=dz, measure=measure,
+                                                       labels=labels, warn=False)
+    if dropped.any():
+        warnings.warn(f"{int(dropped.sum())} stud{'y' if dropped.sum() == 1 else 'ies'} with zero "
+                      f"events (or all events) in both arms excluded from {measure}: "
+                      + ", ".join(s for s, m in zip(labels, dropped) if m), DataWarning,
+                      stacklevel=2)
+    if corr.any():
+        where = ("before the MH estimate (RevMan 5) and for the per-study yi/vi used in Q"
+                 if revman5 else "for the per-study yi/vi used in Q only; the MH estimate "
+                 "uses the raw counts")
+        warnings.warn(f"{cc:g} added to every cell of {int(corr.sum())} table(s) with a zero "
+                      f"cell {where}: " + ", ".join(s for s, m in zip(labels, corr) if m),
+                      DataWarning, stacklevel=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         n1y, n2y = ya + yb, yc + yd
         if measure == "OR":

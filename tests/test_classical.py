@@ -109,7 +109,8 @@ def test_non_finite_yi_is_data_error():
 
 def test_zero_and_double_zero_cells_mh_needs_no_correction():
     """rma.mh (metafor JSON) pools raw counts; the double-zero table is left out of Q."""
-    with pytest.warns(DataWarning, match="excluded from OR: Yucel 2004"):
+    with (pytest.warns(DataWarning, match="excluded from OR: Yucel 2004"),
+          pytest.warns(DataWarning, match="MH estimate uses the raw counts")):
         r = cl.rma_mh(SPARSE["ai"], SPARSE["bi"], SPARSE["ci"], SPARSE["di"],
                       studies=SPARSE["study"])
     assert r.extra["k_yi"] == 17 and r.k == 18
