@@ -486,7 +486,7 @@ def _fit(y, v, X, *, method, test, knha_adhoc, level, pi_dist, control):
                 trP0=trP0)
 
 
-def rma(yi, vi=None, *, sei=None, studies=None, method: str = "REML", test: str = "z",
+def rma(yi, vi=None, *, sei=None, studies=None, method: str | None = None, test: str = "z",
         knha_adhoc: bool = False, level: float = 0.95, pi_dist: str = "auto",
         measure: str = "GEN", preset: str | None = None, control: dict | None = None,
         ) -> ClassicalResult:
@@ -500,7 +500,8 @@ def rma(yi, vi=None, *, sei=None, studies=None, method: str = "REML", test: str 
         optional ``study``; its ``attrs['measure']`` is used).
     studies : sequence of str, optional
         Study labels (default ``"study 1"``, ...).
-    method : {"FE", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS"}
+    method : {"FE", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS"}, optional
+        Default ``"REML"`` (metafor), ``"DL"`` with ``preset="revman5"``.
     test : {"z", "knha"}
         Wald z, or Knapp-Hartung/HKSJ t(k-1). ``knha_adhoc=True`` uses max(1, s²).
     level : float
@@ -534,8 +535,8 @@ def rma(yi, vi=None, *, sei=None, studies=None, method: str = "REML", test: str 
     ConvergenceWarning
         An iterative tau² estimator stopped at ``maxiter``.
     """
-    method = method.upper()
-    meth_given = True
+    meth_given = method is not None
+    method = (method or ("DL" if preset == "revman5" else "REML")).upper()
     if isinstance(yi, pd.DataFrame):
         dfin = yi
         measure = dfin.attrs.get("measure", measure)
