@@ -145,31 +145,44 @@ def _reml_parts(Y, V, mask, t2):
 
 
 def _tau2_reml(Y, V, mask, k, tol=1e-10, maxiter=1000):
-    """REML by Fisher scoring (Viechtbauer 2005) with step halving at the boundary.
+    """REML: Fisher scoring (Viechtbauer 2005) safeguarded by a bracket on the REML score.
 
-    Datasets whose REML score at tau² = 0 is <= 0 get tau² = 0 directly (the REML likelihood of
-    the intercept-only model is then maximised at the boundary).
+    Plain Fisher scoring can cycle far from the optimum (metafor then needs ``stepadj``); here
+    every step that leaves the current bracket [lo, hi] (score > 0 at lo, < 0 at hi) is replaced
+    by bisection. Datasets whose score at tau² = 0 is <= 0 get tau² = 0 (boundary maximum).
     """
     n = Y.shape[0]
     t2 = np.zeros(n)
     ypp, trp, trpp = _reml_parts(Y, V, mask, t2)
     active = ((ypp - trp) > 0) & (k > 1)
     conv = ~active
-    t2[active] = _tau2_dl(Y[active], V[active], mask[active], k[active])[0]
+    lo = np.zeros(n)
+    ym = np.where(mask, Y, 0).sum(axis=1) / k
+    ss = np.where(mask, (Y - ym[:, None]) ** 2, 0).sum(axis=1)
+    hi = np.where(active, ss / np.maximum(k - 1, 1) + 1e-300, 0.0)
+    for _ in range(200):  # grow hi until the score is negative there
+        idx = np.flatnonzero(active)
+        a, b, _c = _reml_parts(Y[idx], V[idx], mask[idx], hi[idx])
+        pos = a - b > 0
+        if not pos.any():
+            break
+        lo[idx[pos]] = hi[idx[pos]]
+        hi[idx[pos]] *= 2
+    t2[active] = np.clip(_tau2_dl(Y[active], V[active], mask[active], k[active])[0],
+                         lo[active], hi[active])
     for _ in range(maxiter):
         idx = np.flatnonzero(~conv)
         if idx.size == 0:
             break
         t = t2[idx]
         ypp, trp, trpp = _reml_parts(Y[idx], V[idx], mask[idx], t)
-        adj = (ypp - trp) / trpp
-        for _h in range(60):
-            neg = t + adj < 0
-            if not neg.any():
-                break
-            adj = np.where(neg, adj / 2, adj)
-        tn = np.maximum(t + adj, 0.0)
-        conv[idx] = np.abs(tn - t) <= tol
+        score = ypp - trp
+        lo[idx] = np.where(score > 0, t, lo[idx])
+        hi[idx] = np.where(score <= 0, t, hi[idx])
+        tn = t + score / trpp
+        bad = ~np.isfinite(tn) | (tn <= lo[idx]) | (tn >= hi[idx])
+        tn = np.where(bad, 0.5 * (lo[idx] + hi[idx]), tn)
+        conv[idx] = (np.abs(tn - t) <= tol) | (hi[idx] - lo[idx] <= tol)
         t2[idx] = tn
     return t2, conv
 
@@ -309,8 +322,9 @@ class _LogPost:
 
 
 def exact_batch(Y, V, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
-                level: float = 0.95, G: int = 128, h1: float = 0.4, lo_rel: float = 1e-7,
-                hi_rel: float = 1e7, quantiles: bool = True) -> pd.DataFrame:
+                level: float = 0.95, G: int = 128, h1: float = 0.4, lo_rel: float = 1e-10,
+                hi_rel: float = 1e12, quantiles: bool = True, median: bool = True,
+                block: int = 2000) -> pd.DataFrame:
     """Exact NNHM posterior summaries for every row of ``Y``/``V`` (see the module notes).
 
     Parameters
@@ -332,7 +346,11 @@ def exact_batch(Y, V, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
         median: ``tau`` from ``lo_rel * min(s, m_prior)`` to ``hi_rel * max(s, sd(y),
         m_prior)``.
     quantiles : bool
-        Compute the ETI (``mu_lower``, ``mu_upper``) and median; ``False`` for moments only.
+        Compute the ETI (``mu_lower``, ``mu_upper``); ``False`` for moments only.
+    median : bool
+        Also the posterior median (with ``quantiles``).
+    block : int
+        Datasets processed at once (bounds memory: about ``block * G * k * 8`` bytes per array).
 
     Returns
     -------
@@ -345,6 +363,13 @@ def exact_batch(Y, V, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
     if not isinstance(tau_prior, TauPrior):
         raise SpecError(f"tau_prior must be a TauPrior, got {tau_prior!r}")
     Y0, V0, mask, k = _as_batch(Y, V)
+    if Y0.shape[0] > block:
+        Vn = np.where(mask, V0, np.nan)
+        parts = [exact_batch(Y0[i:i + block], Vn[i:i + block], tau_prior=tau_prior,
+                             mu_prior=mu_prior, level=level, G=G, h1=h1, lo_rel=lo_rel, hi_rel=hi_rel, quantiles=quantiles,
+                             median=median, block=block)
+                 for i in range(0, Y0.shape[0], block)]
+        return pd.concat(parts, ignore_index=True)
     n = Y0.shape[0]
     m0, p0 = (0.0, 0.0) if mu_prior.is_flat else (float(mu_prior.mean), 1 / mu_prior.sd ** 2)
     s_ref = np.sqrt(np.nanmedian(np.where(mask, V0, np.nan), axis=1))
@@ -382,7 +407,8 @@ def exact_batch(Y, V, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
         lo_b = np.where(sig, m - 40 * S, np.inf).min(axis=1)
         hi_b = np.where(sig, m + 40 * S, -np.inf).max(axis=1)
         a = (1 - level) / 2
-        for name, p in (("mu_lower", a), ("mu_median", 0.5), ("mu_upper", 1 - a)):
+        want = [("mu_lower", a), ("mu_upper", 1 - a)] + ([("mu_median", 0.5)] if median else [])
+        for name, p in want:
             x0 = mean + stats.norm.ppf(p) * sd
             out[name] = _mix_quantile(p, m, S, W, np.clip(x0, lo_b, hi_b), lo_b, hi_b)
     cols = ["mu_mean", "mu_sd", "mu_median", "mu_lower", "mu_upper", "tau_mean"]
