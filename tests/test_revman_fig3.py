@@ -40,24 +40,6 @@ Z95 = 1.959963984540054
 PENG24 = (ARMS["study"].str.startswith("Peng") & (ARMS["time"] == 24)).to_numpy()
 
 
-def _pub(level, quantity, time=None):
-    rows = PUB[(PUB["level"] == level) & (PUB["quantity"] == quantity)]
-    if time is not None:
-        rows = rows[rows["time"].astype(str) == str(time)]
-    assert len(rows) == 1, (level, quantity, time)
-    r = rows.iloc[0]
-    return float(r["value"]), int(r["decimals"]), r["op"]
-
-
-def _check(actual, level, quantity, time=None):
-    value, dec, op = _pub(level, quantity, time)
-    if op == "<":
-        assert actual < value, (level, quantity, time, actual, value)
-    else:
-        np.testing.assert_allclose(actual, value, err_msg=f"{level} {time} {quantity}",
-                                   **published(dec))
-
-
 # ---- every printed number, computed from the arm data -------------------------------------
 
 def _comparisons(es_vi=None):
