@@ -148,6 +148,7 @@ def _get_compiled(key: tuple, builder) -> _Compiled:
 def _sample(comp: _Compiled, data: dict[str, np.ndarray], s: SamplerSettings):
     """Sample ``comp`` with ``data`` swapped in. Returns (datatree, compile_s, sampling_s)."""
     data = {k: np.asarray(v, dtype=float) for k, v in data.items()}
+    logging.getLogger("pymc").setLevel(logging.ERROR)  # pymc resets its level on import
     if s.sampler == "nutpie":
         import nutpie
         compile_s = 0.0
