@@ -570,6 +570,43 @@ def _published_subset(spec: AnalysisSpec) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         df = to_analysis_scale(df, measure=spec.data.measure)
+    return _resolve_inconsistent(df, spec.data.measure)
+
+
+def _resolve_inconsistent(df: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Printed rows whose estimate, CI and P contradict each other: use the reading the P supports.
+
+    If the printed P matches the CI midpoint (not the estimate), the estimate is the misprint:
+    yi = CI midpoint. If it matches the estimate (not the midpoint), the CI is the misprint:
+    sei from the estimate and P. The choice is recorded in column ``model_input``.
+    """
+    from bayesmeta.published import check_published, to_analysis_scale
+
+    df = df.copy()
+    df["model_input"] = "as printed"
+    for i, r in df.iterrows():
+        p = r.get("p_printed", math.nan)
+        if not (isinstance(p, float) and math.isfinite(p)):
+            continue
+        v = check_published(r["estimate"], r["ci_low"], r["ci_high"], measure, p=p,
+                            p_op=r.get("p_op", "=") or "=")
+        if v.consistent or not any(f.startswith("P disagrees") for f in v.findings):
+            continue
+        d_mid = abs(math.log(max(v.p_from_midpoint, 1e-300)) - math.log(p))
+        d_est = abs(math.log(max(v.p_from_estimate, 1e-300)) - math.log(p))
+        if d_mid < d_est:
+            df.at[i, "yi"] = v.midpoint
+            df.at[i, "model_input"] = (f"estimate misprinted: yi = CI midpoint {v.midpoint:.4g} "
+                                       f"(the printed P {p:g} matches the CI, not the estimate)")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yi, sei = to_analysis_scale(r["estimate"], None, None, measure, p=p,
+                                            p_op=r.get("p_op", "=") or "=")
+            df.at[i, "sei"] = sei
+            df.at[i, "vi"] = sei ** 2
+            df.at[i, "model_input"] = (f"CI misprinted: SE {sei:.4g} from the estimate and P "
+                                       f"{p:g} (the printed CI does not match them)")
     return df
 
 
@@ -580,12 +617,18 @@ def _pub_rows(df, *, analysis, spec, outcome_col, tcol, scol, scale) -> pd.DataF
         sg = "" if scol == "" or pd.isna(r.get(scol)) else str(r[scol])
         rows.append(results.row(analysis=analysis, outcome=str(r[outcome_col]),
                                 source="published", method="published (printed)",
-                                parameter="mu", time=t, subgroup=sg, estimate=r["yi"],
-                                se=r["sei"], ci_low=r["yi"] - Z975 * r["sei"],
-                                ci_high=r["yi"] + Z975 * r["sei"], level=0.95,
+                                parameter="mu", time=t, subgroup=sg,
+                                estimate=_h(r["estimate"], scale), se=r["sei"],
+                                ci_low=_h(r["ci_low"], scale), ci_high=_h(r["ci_high"], scale),
+                                level=0.95,
                                 interval="published", scale=scale,
                                 p_value=r.get("p_printed")))
     return results.frame(rows)
+
+
+def _h(x, scale):
+    """Printed value on the analysis scale (log for ratio scales)."""
+    return math.log(x) if scale in ("logOR", "logRR") else float(x)
 
 
 def _conjugate(y, s, mu_prior):
@@ -1088,6 +1131,9 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
             f"{r['outcome']} {r['time']}: {_fmt_ci(r['estimate'], r['ci_low'], r['ci_high'])}, "
             f"P(< 0) = {r['P(contrast < 0)']:.2f}" for _, r in ctab.iterrows())] if len(ctab)
         else [])
+    fixed = df[df["model_input"] != "as printed"]
+    for _, r in fixed.iterrows():
+        out.warnings.append(f"{r[oc]} {_audit._s(r[tcol])} wk {r[scol]}: {r['model_input']}")
     out.h("Published vs Bayesian")
     mu_rows = allrows[allrows["parameter"].str.startswith("mu[") |
                       (allrows["source"] == "published")].copy()
