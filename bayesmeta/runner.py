@@ -302,8 +302,9 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
         if len(mr):
             mr = mr.iloc[0]
             bover = (mr["estimate"], mr["ci_low"], mr["ci_high"], mr["method"])
+    arm_text = pd.read_csv(spec.data_path, dtype=str, keep_default_na=False)
     aud = _audit.audit_fig3(es, pub, sub, labels=labels, analysis=name, bayes_subtotal=bsub,
-                            bayes_theta=btheta, bayes_overall=bover)
+                            bayes_theta=btheta, bayes_overall=bover, arm_text=arm_text)
     out.tables["audit"] = aud
 
     # ---- page
