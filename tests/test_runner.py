@@ -1,0 +1,129 @@
+"""End-to-end: `bayesmeta run` on bundled specs in --fast mode.
+
+References: the bundled data files (sha256 via hashlib), the shared schema
+(bayesmeta.results.SCHEMA), the printed numbers in the bundled published tables (every one must
+appear in the audit with a verdict), and a second run with the same seed (byte-identical CSVs).
+The default run uses the exact/classical analyses plus one tiny MCMC analysis (2014 Figure 3);
+every spec runs under the `slow` marker.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bayesmeta import results, runner
+from bayesmeta.cli import main
+from bayesmeta.spec import bundled_specs, models_dir
+
+EXACT_SPECS = ["bcg.toml", "complications_2023.toml", "onearm_2014.toml"]
+
+
+def spec_paths(names):
+    return [str(models_dir() / n) for n in names]
+
+
+def csv_bytes(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*.csv"))}
+
+
+@pytest.fixture(scope="module")
+def exact_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("exact")
+    a = runner.run(spec_paths(EXACT_SPECS), out_dir=base / "a", seed=7, fast=True)
+    b = runner.run(spec_paths(EXACT_SPECS), out_dir=base / "b", seed=7, fast=True)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def fig3_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fig3") / "reports"
+    return runner.run(spec_paths(["meld_2014_fig3.toml"]), out_dir=out, fast=True)
+
+
+def test_report_layout_and_provenance(exact_run):
+    out, _ = exact_run
+    assert (out / "index.html").is_file() and (out / "provenance.json").is_file()
+    for name in ("bcg", "complications-2023", "onearm-2014"):
+        assert (out / name / "index.html").is_file() and (out / name / "report.md").is_file()
+        assert list((out / name / "figures").glob("*.png"))
+        assert list((out / name / "figures").glob("*.svg"))
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["fast"] is True and prov["seed"] == 7
+    for name, p in prov["analyses"].items():
+        data = models_dir().parent / "data" if (models_dir().parent / "data").is_dir() else None
+        assert len(p["data_sha256"]) == 64 and len(p["spec_sha256"]) == 64
+        if data is not None:
+            assert p["data_sha256"] == hashlib.sha256((data / p["data"]).read_bytes()).hexdigest()
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "--fast run" in html
+
+
+def test_results_csv_uses_shared_schema(exact_run):
+    out, _ = exact_run
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert tuple(df.columns) == results.SCHEMA
+    assert set(df["source"]) <= {"published", "classical", "bayesian"}
+    bcg = df[df["analysis"] == "bcg"]
+    assert {"classical", "bayesian"} <= set(bcg["source"])
+
+
+def test_same_seed_gives_identical_csv_bytes(exact_run):
+    a, b = exact_run
+    ca, cb = csv_bytes(a), csv_bytes(b)
+    assert ca.keys() == cb.keys() and len(ca) > 5
+    assert ca == cb
+
+
+def test_fig3_audit_in_report(fig3_run):
+    """Every printed number of 2014 Figure 3 (bundled published table + per-study rows) is in
+    audit.csv with published value, recomputed classical value, Bayesian posterior where one
+    exists, and a verdict."""
+    out = fig3_run
+    aud = pd.read_csv(out / "audit.csv", keep_default_na=False)
+    pub = pd.read_csv(models_dir().parent / "data" / "meld_2014_fig3_published.csv") \
+        if (models_dir().parent / "data").is_dir() else None
+    f3 = aud[aud["analysis"] == "meld-2014-fig3"]
+    if pub is not None:
+        assert len(f3) == len(pub) + 6 * 4 + 1
+    assert {"published", "recomputed", "bayesian", "verdict"} <= set(f3.columns)
+    assert (f3["verdict"] != "").all()
+    est = f3[f3["quantity"].isin(["md", "ci_low", "ci_high"]) & (f3["item"] != "overall MD, "
+                                                                   "Results text")]
+    assert pd.to_numeric(est["bayesian"]).notna().all()
+    page = (out / "meld-2014-fig3" / "index.html").read_text(encoding="utf-8")
+    assert "Peng L 2011" in page and "transcription error" in page
+    res = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert (res["method"].str.startswith("nested")).any()
+    assert (out / "meld-2014-fig3" / "posterior" / "nested.nc").is_file()
+
+
+def test_cli_validate_exit_codes(tmp_path, capsys):
+    assert main(["validate"]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\nkind = "generic"\n\n'
+                   '[data]\ndataset = "bcg"\nmeasure = "RR"\nstudyy = "study"\n')
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 9" in err and "Did you mean 'study'?" in err
+
+
+def test_cli_run_invalid_spec_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\nkind = "generik"\n\n'
+                   '[data]\ndataset = "bcg"\nmeasure = "RR"\n')
+    out = tmp_path / "out"
+    assert main(["run", str(bad), "--out", str(out), "-q"]) == 2
+    assert not out.exists()
+    assert "Did you mean 'generic'?" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_bundled_spec_runs_fast_and_reproducibly(tmp_path):
+    a = runner.run([], out_dir=tmp_path / "a", fast=True)
+    names = {p.name for p in a.iterdir() if p.is_dir()}
+    assert len(names) == len(bundled_specs())
+    b = runner.run([], out_dir=tmp_path / "b", fast=True)
+    assert csv_bytes(a) == csv_bytes(b)
