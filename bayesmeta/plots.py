@@ -111,7 +111,8 @@ def plot_forest(studies: pd.DataFrame, pooled: pd.DataFrame, *, shrinkage: pd.Da
     if shrinkage is not None and len(shrinkage):
         handles.insert(1, plt.Line2D([], [], marker="o", color=COLORS["shrinkage"], ls="-",
                                      label="study (Bayesian shrinkage)"))
-    ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06 *
+              8 / max(height, 4)), ncol=3, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return fig

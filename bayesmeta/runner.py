@@ -268,6 +268,12 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
         ctx.progress(f"  nested MCMC ({kw['chains']}x{kw['draws']})")
         nested = _fit_nested_arm(es, spec, mu_p, tau_p, kw, scol, tcol, name, outc)
         nested_rows = nested.to_frame()
+        # the overall mean is the 'all weeks' row; cell means are the per-week pooled effects
+        is_mu = nested_rows["parameter"] == "mu"
+        nested_rows.loc[is_mu, "time"] = "all"
+        cell = nested_rows["parameter"].str.match(r"^mu\[")
+        nested_rows.loc[cell, "parameter"] = "mu"
+        nested_rows.loc[cell, "subgroup"] = ""
         out.datatrees["nested"] = nested.datatree
     elif spec.bayes.engine == "mcmc":
         out.warnings.append("nested MCMC model not available in this build "
@@ -298,7 +304,7 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
             btheta[f"{st}, {w} wk"] = (th["mean"], th["lower"], th["upper"], "exact-NNHM")
     bover = None
     if nested_rows is not None:
-        mr = nested_rows[(nested_rows["parameter"] == "mu")]
+        mr = nested_rows[(nested_rows["parameter"] == "mu") & (nested_rows["time"] == "all")]
         if len(mr):
             mr = mr.iloc[0]
             bover = (mr["estimate"], mr["ci_low"], mr["ci_high"], mr["method"])
@@ -327,7 +333,7 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
                     if not r.verdict.startswith("reproduced")),
     ]
     if nested_rows is not None:
-        mr = nested_rows[nested_rows["parameter"] == "mu"]
+        mr = nested_rows[(nested_rows["parameter"] == "mu") & (nested_rows["time"] == "all")]
         if len(mr):
             mr = mr.iloc[0]
             out.answers.insert(2, "Nested model (study effect shared across weeks): overall "
