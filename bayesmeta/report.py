@@ -349,6 +349,13 @@ def analysis_md(out: AnalysisOutput) -> str:
     return "\n".join(lines)
 
 
+def _to_netcdf(dt, path: Path):
+    """DataTree → NetCDF; text (object) variables, which h5netcdf cannot store, are dropped."""
+    def strip(ds):
+        return ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object])
+    dt.map_over_datasets(strip).to_netcdf(path)
+
+
 def _write_csv(df: pd.DataFrame, path: Path):
     df.to_csv(path, index=False, lineterminator="\n", float_format="%.17g")
 
@@ -396,7 +403,7 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
                 if dt is None:
                     continue
                 try:
-                    dt.to_netcdf(_inside(tmp, f"{o.name}/posterior/{dname}.nc"))
+                    _to_netcdf(dt, _inside(tmp, f"{o.name}/posterior/{dname}.nc"))
                 except Exception as err:  # noqa: BLE001 - report, don't lose the run
                     o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {err}")
             nav = "<nav><a href=\"../index.html\">&larr; all analyses</a></nav>"
