@@ -1,0 +1,269 @@
+"""PyMC models in bayesmeta.mcmc.
+
+References used (one per test, see docstrings): the exact NNHM engine (quadrature,
+``bayesmeta.exact``), the classical multilevel REML twin (sanity only), and closed-form rules
+(schema, overlap logic). MCMC tolerances are always ``Z_MCSE * mcse`` from the run itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayesmeta import mcmc, priors, results
+from bayesmeta.exceptions import ConvergenceWarning, DataError, DataWarning, SpecError
+from tests.tolerances import Z_MCSE
+
+
+def _mcse(da, method, prob=None):
+    kw = {"method": method}
+    if prob is not None:
+        kw["prob"] = prob
+    r = az.mcse(da.to_dataset(name="x"), **kw)
+    r = r.ds if hasattr(r, "ds") else r
+    return float(r["x"])
+
+
+def _z_scores(fit, exact):
+    """(name, z) for mean, sd, 2.5/50/97.5% quantiles of mu, tau, theta_new, in MCSE units."""
+    post = fit.datatree["posterior"]
+    out = []
+    for name in ("mu", "tau", "theta_new"):
+        da = post[name]
+        x = np.asarray(da.values).ravel()
+        ref = exact.summary(name)
+        checks = [("mean", x.mean(), ref["mean"], _mcse(da, "mean")),
+                  ("sd", x.std(ddof=1), ref["sd"], _mcse(da, "sd"))]
+        for q, key in ((0.025, "lower"), (0.5, "median"), (0.975, "upper")):
+            checks.append((f"q{q}", np.quantile(x, q), ref[key], _mcse(da, "quantile", q)))
+        out += [(f"{name}.{what}", (est - ref_v) / se) for what, est, ref_v, se in checks]
+    return out
+
+
+def test_nnhm_matches_exact_posterior(nnhm_bcg_fit, bcg):
+    """Reference: exact NNHM posterior by quadrature (bayesmeta.exact.fit_exact), same priors.
+    Every summary (mean, sd, 2.5/50/97.5% quantiles of mu, tau, theta_new) within
+    Z_MCSE x MCSE (az.mcse with method mean/sd/quantile)."""
+    from bayesmeta import exact
+
+    ex = exact.fit_exact(bcg["yi"], bcg["sei"], mu_prior=priors.Normal(0.0, 4.0),
+                         tau_prior=priors.HalfNormal(0.5))
+    assert nnhm_bcg_fit.clean, str(nnhm_bcg_fit.diagnostics)
+    z = _z_scores(nnhm_bcg_fit, ex)
+    worst = max(z, key=lambda t: abs(t[1]))
+    print(f"\nNNHM vs exact: max |z| = {abs(worst[1]):.2f} MCSE ({worst[0]}) over {len(z)} "
+          "summaries")
+    assert abs(worst[1]) <= Z_MCSE, f"worst {worst}; all {z}"
+
+
+def test_nnhm_result_frame_print_and_save(nnhm_bcg_fit, tmp_path):
+    """Reference: the shared schema (bayesmeta.results.SCHEMA) and the style guide §10.4."""
+    df = nnhm_bcg_fit.to_frame()
+    assert tuple(df.columns) == results.SCHEMA
+    assert set(df["source"]) == {"bayesian"}
+    assert df.attrs["ci_prob"] == 0.95 and df.attrs["clean"] is True
+    mu = df.set_index("parameter").loc["mu"]
+    x = nnhm_bcg_fit.draws("mu")
+    np.testing.assert_allclose(mu["estimate"], x.mean(), rtol=1e-12)
+    np.testing.assert_allclose([mu["ci_low"], mu["ci_high"]], np.quantile(x, [0.025, 0.975]),
+                               rtol=1e-10)
+    assert {"theta[Aronson 1948]", "tau", "tau2", "theta_new"} <= set(df["parameter"])
+    text = str(nnhm_bcg_fit)
+    assert "95% ETI" in text and "Diagnostics (clean)" in text and "HalfNormal" in text
+    assert "eti89" not in "".join(nnhm_bcg_fit.summary.columns)
+    path = tmp_path / "fit.nc"
+    nnhm_bcg_fit.save(path)
+    back = az.from_netcdf(path)
+    np.testing.assert_array_equal(back["posterior"]["mu"].values,
+                                  nnhm_bcg_fit.datatree["posterior"]["mu"].values)
+    assert back.attrs["seed"] == nnhm_bcg_fit.settings["seed"]
+
+
+def test_same_seed_same_draws_and_compile_reuse(nnhm_bcg_fit, bcg):
+    """Reference: determinism contract (same seed -> bit-identical draws); a refit at the same
+    shapes reuses the compiled model (compile time 0)."""
+    kw = dict(study=bcg["study"], measure="OR", mu_prior=priors.Normal(0.0, 4.0),
+              tau_prior=priors.HalfNormal(0.5))
+    again = mcmc.fit_nnhm(bcg["yi"], bcg["sei"], **kw)
+    np.testing.assert_array_equal(again.draws("mu"), nnhm_bcg_fit.draws("mu"))
+    assert again.compile_seconds == 0.0
+    other = mcmc.fit_nnhm(bcg["yi"], bcg["sei"], seed=nnhm_bcg_fit.settings["seed"] + 1,
+                          warn=False, **kw)
+    assert not np.array_equal(other.draws("mu"), nnhm_bcg_fit.draws("mu"))
+
+
+def test_nnhm_same_seed_pymc_sampler():
+    """Reference: determinism contract for the pymc sampler too (tiny fit)."""
+    y, s = np.array([0.1, -0.3, 0.4]), np.array([0.2, 0.3, 0.25])
+    kw = dict(mu_prior="normal:0:1", tau_prior="halfnormal:0.5", sampler="pymc", draws=30,
+              tune=30, chains=2, cores=1, seed=7, warn=False)
+    a, b = mcmc.fit_nnhm(y, s, **kw), mcmc.fit_nnhm(y, s, **kw)
+    np.testing.assert_array_equal(a.draws("tau"), b.draws("tau"))
+    assert a.datatree["sample_stats"].attrs["inference_library"] == "pymc"
+
+
+def test_settings_and_input_validation():
+    """Reference: the error-message conventions (style §10.5)."""
+    with pytest.raises(SpecError, match="Invalid sampler 'stan'"):
+        mcmc.SamplerSettings(sampler="stan")
+    with pytest.raises(SpecError, match="Invalid target_accept"):
+        mcmc.SamplerSettings(target_accept=1.2)
+    with pytest.raises(TypeError, match="unknown sampling argument"):
+        mcmc.fit_nnhm([0.1, 0.2], [0.1, 0.1], tau_prior="halfnormal:1", mu_prior="normal:0:1",
+                      n_draws=10)
+    with pytest.raises(DataError, match="Length mismatch"):
+        mcmc.fit_nnhm([0.1, 0.2], [0.1], tau_prior="halfnormal:1")
+    with pytest.raises(DataError, match="sei' must be > 0"):
+        mcmc.fit_nnhm([0.1, 0.2], [0.1, 0.0], tau_prior="halfnormal:1")
+    with pytest.raises(DataError, match="whole numbers"):
+        mcmc.fit_binomial_normal([3, 5], [10, 4], [1, 2], [10, 10])
+
+
+# ---------------------------------------------------------------------------------------------
+# nested model
+# ---------------------------------------------------------------------------------------------
+
+def test_nested_meld2014_runs_clean_and_agrees_with_classical_twin(nested_meld_fit, meld2014):
+    """2014 MELD arm data (2 studies x 3 weeks, study effect shared over time), package defaults.
+
+    Checks: 0 divergences and a clean fit (the issue's requirement for bundled data).
+    Reference (sanity check, NOT an accuracy test): the classical twin
+    ``classical.fit_multilevel`` (metafor rma.mv, random = ~ 1 | study/time, REML): same sign of
+    the overall effect and the REML estimate inside the 95% credible interval. The models differ
+    (priors; cell means by week; per-cell tau), so no closer agreement is expected."""
+    from bayesmeta import classical
+
+    fit, caught = nested_meld_fit
+    assert fit.diagnostics.divergences == 0, str(fit.diagnostics)
+    assert fit.clean, str(fit.diagnostics)
+    assert not any("divergent" in m for m in caught)
+    assert fit.extra["studies_with_shared_effect"] == ["Amer ME 2011", "Peng L 2011"]
+    ml = classical.fit_multilevel(meld2014["yi"], meld2014["vi"], meld2014["study"],
+                                  meld2014["time"], method="REML", measure="MD")
+    row = fit.to_frame().set_index("parameter").loc["mu"]
+    print(f"\nnested mu = {row['estimate']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]; "
+          f"rma.mv twin mu = {ml.estimate:.3f} [{ml.ci_low:.3f}, {ml.ci_high:.3f}]")
+    assert np.sign(row["estimate"]) == np.sign(ml.estimate)
+    assert row["ci_low"] <= ml.estimate <= row["ci_high"]
+    df = fit.to_frame()
+    assert {"mu", "mu[all, 2]", "mu[all, 4]", "mu[all, 24]", "tau[all, 24]", "sigma_study"} <= \
+        set(df["parameter"])
+    assert set(df.loc[df["parameter"].str.startswith("mu[all"), "time"]) == {"2", "4", "24"}
+
+
+def test_nested_two_subgroups_2023_contrast(msc2023_meld_rows):
+    """2023 published pooled MELD MDs by ACLF/cirrhosis and week. Overlapping all-patients rows at
+    weeks 12 and 24 are dropped with a DataWarning naming them; the contrast ACLF - cirrhosis is
+    reported at week 24 (both subgroups observed) and overall, with P(contrast < 0) equal to the
+    fraction of negative draws (reference: definition)."""
+    with pytest.warns(DataWarning, match=r"2 overlapping pooled rows were dropped.*time=12"):
+        fit = mcmc.fit_nested(msc2023_meld_rows, overlap="drop_pooled", outcome="MELD",
+                              draws=500, warn=False)
+    assert fit.diagnostics.divergences == 0, str(fit.diagnostics)
+    assert fit.extra["contrast"] == ("ACLF", "cirrhosis")
+    df = fit.to_frame().set_index("parameter")
+    assert {"mu[ACLF]", "mu[cirrhosis]", "contrast[24]", "contrast"} <= set(df.index)
+    assert df.loc["contrast[24]", "subgroup"] == "ACLF - cirrhosis"
+    d = fit.datatree["posterior"]["contrast"].sel(time="24").values.ravel()
+    assert fit.extra["p_contrast_negative"]["24"] == pytest.approx(np.mean(d < 0), abs=0)
+    assert "P(contrast < 0)" in str(fit)
+
+
+def test_nested_overlap_refused(msc2023_meld_rows):
+    """Reference: the overlap rule (an all-patients pooled estimate and subgroup estimates of the
+    same patients at the same time) -> DataError naming the rows; never counted twice."""
+    with pytest.raises(DataError, match=r"overlapping rows would count the same patients twice"
+                                        r".*time=24.*subgroup=cirrhosis"):
+        mcmc.fit_nested(msc2023_meld_rows)
+    with pytest.warns(DataWarning, match="dropped"):
+        kept = mcmc._prepare_nested(msc2023_meld_rows, "drop_pooled")
+    assert mcmc.find_overlaps(kept) == []
+    assert len(kept) == len(msc2023_meld_rows) - 2
+
+
+def test_nested_overlap_study_rows_and_subgroup_pooled():
+    """A subgroup pooled row and the study rows it pools at the same time overlap."""
+    df = pd.DataFrame({"study": ["A", "B", ""], "time": [4, 4, 4], "subgroup": ["ACLF"] * 3,
+                       "row_kind": ["study", "study", "subgroup_pooled"],
+                       "yi": [-1.0, -2.0, -1.5], "sei": [0.5, 0.6, 0.4]})
+    with pytest.raises(DataError, match="subgroup pooled estimate and the study rows"):
+        mcmc.fit_nested(df)
+    ov = mcmc.find_overlaps(mcmc._prepare_nested(df.iloc[:2], "raise"))
+    assert ov == []
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(row_kind="pooledd"), "Invalid row_kind"),
+    (dict(outcome=["MELD", "ALB"]), "fit one outcome at a time"),
+    (dict(yi=[np.nan, 1.0]), "'yi' missing"),
+])
+def test_nested_input_errors(change, match):
+    df = pd.DataFrame({"study": ["A", "A"], "time": [2, 4], "yi": [1.0, 2.0], "sei": [1.0, 1.0]})
+    for k, v in change.items():
+        df[k] = v
+    with pytest.raises(DataError, match=match):
+        mcmc.fit_nested(df)
+
+
+# ---------------------------------------------------------------------------------------------
+# longer accuracy runs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.sampling
+@pytest.mark.parametrize("k", [2, 5])
+def test_nnhm_matches_exact_small_k(k):
+    """Reference: exact quadrature; k = 2 and k = 5 with a half-Cauchy prior (heavier tails)."""
+    from bayesmeta import exact
+
+    rng = np.random.default_rng(k)
+    y, s = rng.normal(0.2, 0.3, k), rng.uniform(0.1, 0.4, k)
+    mp, tp = priors.Normal(0.0, 2.0), priors.HalfCauchy(0.3)
+    fit = mcmc.fit_nnhm(y, s, mu_prior=mp, tau_prior=tp, draws=2000)
+    ex = exact.fit_exact(y, s, mu_prior=mp, tau_prior=tp)
+    z = _z_scores(fit, ex)
+    assert max(abs(v) for _, v in z) <= Z_MCSE, z
+
+
+@pytest.mark.sampling
+def test_binomial_normal_close_to_nnhm_on_large_counts(bcg):
+    """Reference (approximation): with large counts the binomial likelihood is close to the
+    normal approximation of the log OR, so the binomial-normal mu and tau posteriors are close to
+    the exact NNHM ones (tolerance: 0.1 posterior SD + Z_MCSE x MCSE; an approximation check)."""
+    from bayesmeta import exact
+
+    fit = mcmc.fit_binomial_normal(bcg["ai"], bcg["n1i"], bcg["ci"], bcg["n2i"],
+                                   study=bcg["study"], mu_prior=priors.Normal(0.0, 4.0),
+                                   tau_prior=priors.HalfNormal(0.5))
+    assert fit.diagnostics.divergences == 0
+    ex = exact.fit_exact(bcg["yi"], bcg["sei"], mu_prior=priors.Normal(0.0, 4.0),
+                         tau_prior=priors.HalfNormal(0.5))
+    for name in ("mu", "tau"):
+        s = fit.summary.loc[name]
+        ref = ex.summary(name)
+        assert abs(s["mean"] - ref["mean"]) <= 0.1 * ref["sd"] + Z_MCSE * s["mcse_mean"], name
+
+
+@pytest.mark.sampling
+def test_binomial_normal_zero_cells_no_correction():
+    """Hahn 2001 (sparse, double-zero tables): fits without any continuity correction and the
+    double-zero studies' theta equals the prior predictive of theta (no information)."""
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "hahn2001.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        fit = mcmc.fit_binomial_normal(d["ai"], d["n1i"], d["ci"], d["n2i"], study=d["study"])
+    assert fit.diagnostics.divergences == 0
+    assert np.isfinite(fit.summary.loc["mu", "mean"])
+
+
+@pytest.mark.sampling
+def test_prior_sensitivity_table(bcg):
+    """Reference: priors.prior_sets names; one row per (prior set, parameter)."""
+    tab = mcmc.prior_sensitivity(bcg["yi"], bcg["sei"], measure="OR", draws=500)
+    assert set(tab["prior_set"]) == set(priors.prior_sets("OR"))
+    assert {"mu", "tau", "theta_new"} <= set(tab["parameter"])
