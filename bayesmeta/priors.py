@@ -177,6 +177,19 @@ class TauPrior(Prior):
     def upper(self) -> float:
         return math.inf
 
+    @property
+    def lower(self) -> float:
+        return 0.0
+
+    @property
+    def tail(self) -> tuple[float, float]:
+        """Right tail of the density as ``(a, b)``: p(tau) ~ tau**-a * log(tau)**-b.
+
+        ``a = inf`` for light (faster than any power) or bounded tails. Used by the exact
+        engine to decide which posterior moments exist.
+        """
+        return (math.inf, 0.0)
+
     def pdf_tau(self, tau):
         """Density of tau (vectorised)."""
         return np.exp(self.logpdf_tau(tau))
@@ -236,6 +249,10 @@ class HalfCauchy(TauPrior):
     def __post_init__(self):
         _check_positive("HalfCauchy", scale=self.scale)
 
+    @property
+    def tail(self):
+        return (2.0, 0.0)
+
     def logpdf_tau(self, tau):
         t = self._tau(tau)
         out = _LOG2 - math.log(math.pi * self.scale) - np.log1p((t / self.scale) ** 2)
@@ -263,6 +280,10 @@ class HalfStudentT(TauPrior):
 
     def __post_init__(self):
         _check_positive("HalfStudentT", nu=self.nu, scale=self.scale)
+
+    @property
+    def tail(self):
+        return (self.nu + 1.0, 0.0)
 
     def logpdf_tau(self, tau):
         t = self._tau(tau)
@@ -395,6 +416,11 @@ class LogStudentTTau2(TauPrior):
     def __post_init__(self):
         _check_finite("LogStudentTTau2", mean=self.mean)
         _check_positive("LogStudentTTau2", nu=self.nu, scale=self.scale)
+
+    @property
+    def tail(self):
+        # t density in x = log tau^2 ~ |x|^-(nu+1), times the Jacobian 2/tau
+        return (1.0, self.nu + 1.0)
 
     def logpdf_tau(self, tau):
         t = self._tau(tau)
