@@ -106,7 +106,7 @@ def bench_classical(rows, quick):
     n_fits = len(classical.METHODS) * len(classical.TESTS)
     base = None
     for k in (10, 1000, 10000):
-        limit = 300
+        limit = 120
         try:
             out = subprocess.run([PY, "-c", _BATTERY, str(k)], capture_output=True, text=True,
                                  timeout=limit, cwd=ROOT)
