@@ -46,7 +46,7 @@ import xarray as xr
 
 from bayesmeta import results
 from bayesmeta.diagnostics import Convergence, check_convergence
-from bayesmeta.exceptions import DataError, DataWarning, SpecError
+from bayesmeta.exceptions import DataError, DataWarning, EstimationError, SpecError
 
 __all__ = [
     "SamplerSettings", "MCMCResult", "fit_nnhm", "fit_binomial_normal", "fit_nested",
@@ -96,6 +96,10 @@ class SamplerSettings:
             raise SpecError(f"Invalid sampler {self.sampler!r}: must be one of {list(SAMPLERS)}.")
         if not isinstance(self.seed, (int, np.integer)):
             raise SpecError(f"Invalid seed {self.seed!r}: must be an integer.")
+        if self.sampler == "nutpie" and self.tune < 1:
+            # nutpie 0.16 panics ("Poisoned sampler state mutex") without adaptation steps
+            raise SpecError(f"Invalid tune {self.tune!r} for sampler 'nutpie': must be >= 1.",
+                            fix="use tune >= 1, or sampler='pymc' for tune=0")
 
     def to_dict(self) -> dict:
         return {"draws": int(self.draws), "tune": int(self.tune), "chains": int(self.chains),
@@ -158,8 +162,15 @@ def _sample(comp: _Compiled, data: dict[str, np.ndarray], s: SamplerSettings):
             compile_s = time.perf_counter() - t0 + comp.build_seconds
         cm = comp.nutpie_model.with_data(**data)
         t0 = time.perf_counter()
-        dt = nutpie.sample(cm, draws=s.draws, tune=s.tune, chains=s.chains, cores=s.cores,
-                           seed=int(s.seed), progress_bar=False, target_accept=s.target_accept)
+        try:
+            dt = nutpie.sample(cm, draws=s.draws, tune=s.tune, chains=s.chains, cores=s.cores,
+                               seed=int(s.seed), progress_bar=False,
+                               target_accept=s.target_accept)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # nutpie's Rust panics are BaseException subclasses
+            raise EstimationError(f"nutpie sampling failed: {err}; try sampler='pymc' or "
+                                  "more tuning steps") from err
         sample_s = time.perf_counter() - t0
     else:
         import pymc as pm
