@@ -276,6 +276,18 @@ def test_all_double_zero_mh_peto_refused(capsys, tmp_path, method):
     has_all(line, re.compile(r"(?i)no events|zero events"))
 
 
+@pytest.mark.parametrize("measure", [
+    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=(
+        "ZeroDivisionError traceback when every table has zero or all events in both arms: "
+        "bayesmeta/classical.py:rma_mh"))) for m in ("RR", "RD")] + ["OR"])
+def test_mh_all_tables_uninformative(capsys, tmp_path, measure):
+    """One table with all events in both arms, one with none: after dropping them (as RevMan
+    and metafor's rma.mh do) nothing is left: a one-line error, not a traceback."""
+    f = write(tmp_path / "t.csv", "study,ai,bi,ci,di\nA,2,0,2,0\nB,0,2,0,2\n")
+    line = error_line(*cli(capsys, "classical", f, "--measure", measure, "--method", "MH"))
+    has_all(line, re.compile(r"(?i)undefined|no events|no information"))
+
+
 def test_all_double_zero_rd_is_defined(capsys, tmp_path):
     """RD of double-zero tables is defined (closed form without correction: 0/10 - 0/12 = 0):
     analysed, not refused. metafor's default continuity correction (0.5 added to tables with a

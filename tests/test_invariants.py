@@ -105,9 +105,20 @@ def test_permuting_studies_changes_nothing(method, data, perm_seed):
 @given(t=tables(), perm_seed=st.integers(0, 2**32 - 1), measure=st.sampled_from(["OR", "RR",
                                                                                 "RD"]))
 def test_permuting_tables_changes_nothing_mh(t, perm_seed, measure):
-    assume(t[0].sum() + t[2].sum() > 0 and t[1].sum() + t[3].sum() > 0)
+    from bayesmeta.exceptions import BayesMetaError
+
+    a_, b_, c_, d_ = t
+    uninformative = ((a_ == 0) & (c_ == 0)) | ((b_ == 0) & (d_ == 0))
+    # every table double-zero/double-full: a ZeroDivisionError for RR/RD (defect, see
+    # tests/test_bad_input.py::test_mh_all_tables_uninformative)
+    assume(not uninformative.all())
     perm = np.random.default_rng(perm_seed).permutation(t.shape[1])
-    a = quiet(rma_mh, *t, measure=measure)
+    try:
+        a = quiet(rma_mh, *t, measure=measure)
+    except BayesMetaError as err:  # a refusal must not depend on the order either
+        with pytest.raises(type(err)):
+            quiet(rma_mh, *t[:, perm], measure=measure)
+        return
     b = quiet(rma_mh, *t[:, perm], measure=measure)
     for f in ("estimate", "se", "q"):
         np.testing.assert_allclose(getattr(b, f), getattr(a, f), err_msg=f, rtol=1e-9,
