@@ -162,38 +162,27 @@ def _find_centre(mp, prior, y, s2, m0, p0):
     """Mode and curvature-based width of the log posterior in z."""
     sref = math.sqrt(float(np.median(s2)))
     if mp.bounded:
-        zg = np.linspace(-40.0, 40.0, 321)
+        zg = np.linspace(-40.0, 40.0, 641)
     else:
         base = math.log(max(sref, 1e-300))
-        zg = np.linspace(base - 25.0, base + 25.0, 201)
+        zg = np.linspace(base - 30.0, base + 30.0, 481)
     lg = _log_post_z(zg, mp, prior, y, s2, m0, p0)
     lg = np.where(np.isfinite(lg), lg, -np.inf)
     j = int(np.argmax(lg))
     if not np.isfinite(lg[j]):
         raise EstimationError("posterior of tau is zero on the whole search grid",
                               )
-    # golden-section refinement on the bracketing interval
-    a, b = zg[max(j - 1, 0)], zg[min(j + 1, len(zg) - 1)]
-    f = lambda z: float(_log_post_z(np.array([z]), mp, prior, y, s2, m0, p0)[0])  # noqa: E731
-    gr = (math.sqrt(5) - 1) / 2
-    x1, x2 = b - gr * (b - a), a + gr * (b - a)
-    f1, f2 = f(x1), f(x2)
-    for _ in range(40):
-        if f1 < f2:
-            a, x1, f1 = x1, x2, f2
-            x2 = a + gr * (b - a)
-            f2 = f(x2)
-        else:
-            b, x2, f2 = x2, x1, f1
-            x1 = b - gr * (b - a)
-            f1 = f(x1)
-        if b - a < 1e-6:
-            break
-    c = 0.5 * (a + b)
-    d = 1e-3
-    fc, fp, fm = f(c), f(c + d), f(c - d)
-    curv = (fp - 2 * fc + fm) / d ** 2
-    w = 1.0 / math.sqrt(-curv) if np.isfinite(curv) and curv < 0 else 1.0
+    # parabola through the grid maximum and its neighbours: centre and curvature (only an
+    # approximate centre/width is needed; the quadrature itself is adaptive)
+    j = min(max(j, 1), len(zg) - 2)
+    f0, f1, f2 = lg[j - 1], lg[j], lg[j + 1]
+    dz = zg[1] - zg[0]
+    curv = (f0 - 2 * f1 + f2) / dz ** 2
+    if np.isfinite(curv) and curv < 0 and np.isfinite(f0) and np.isfinite(f2):
+        c = zg[j] - dz * (f2 - f0) / (2 * (f0 - 2 * f1 + f2))
+        w = 1.0 / math.sqrt(-curv)
+    else:
+        c, w = zg[j], 1.0
     return c, float(min(max(w, 1e-3), 10.0))
 
 
@@ -297,30 +286,42 @@ def _mix_pdf(x, M, S, W):
                      W)
 
 
-def _mix_quantiles(M, S, W, qs, xtol=1e-12):
-    """Quantiles of normal mixtures by safeguarded Newton. M,S (P, N); qs (Q,) -> (P, Q)."""
+def _mix_quantiles(M, S, W, qs, xtol=1e-13):
+    """Quantiles of normal mixtures by safeguarded Newton. M,S (P, N); qs (Q,) -> (P, Q).
+
+    The p-quantile of a mixture lies between the smallest and largest component p-quantiles,
+    which gives a guaranteed bracket; the start is the W-weighted median of the component
+    quantiles. Bisection steps are taken on an asinh scale so that huge brackets (components
+    with enormous variance under heavy-tailed tau priors) shrink quickly.
+    """
     qs = np.asarray(qs, dtype=float)
     P = M.shape[0]
-    mean = M @ W
-    sd = np.sqrt(np.maximum((S ** 2 + M ** 2) @ W - mean ** 2, 0.0))
-    sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
-    x = mean[:, None] + sd[:, None] * special.ndtri(qs)[None, :]
-    # bracket: every component's +-40 sd contains all the mass that matters
-    lo = np.broadcast_to((M - 40 * S).min(1)[:, None], (P, qs.size)).copy()
-    hi = np.broadcast_to((M + 40 * S).max(1)[:, None], (P, qs.size)).copy()
-    x = np.clip(x, lo, hi)
+    Qc = M[:, None, :] + S[:, None, :] * special.ndtri(qs)[None, :, None]   # (P, Q, N)
+    lo, hi = Qc.min(-1), Qc.max(-1)
+    order = np.argsort(Qc, axis=-1)
+    cw = np.cumsum(W[order], axis=-1)
+    pos = np.minimum((cw < 0.5).sum(-1), Qc.shape[-1] - 1)
+    x = np.take_along_axis(Qc, np.take_along_axis(order, pos[..., None], -1), -1)[..., 0]
+    sc = np.broadcast_to((np.median(S, axis=1))[:, None], (P, qs.size))
+    x0 = x.copy()
     for _ in range(200):
         F = _mix_cdf(x, M, S, W) - qs[None, :]
-        f = _mix_pdf(x, M, S, W)
         lo = np.where(F < 0, x, lo)
         hi = np.where(F > 0, x, hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xn = x - F / f
-        bad = ~np.isfinite(xn) | (xn <= lo) | (xn >= hi)
-        xn = np.where(bad, 0.5 * (lo + hi), xn)
-        done = np.abs(xn - x) <= xtol * (1.0 + np.abs(x))
+        f = _mix_pdf(x, M, S, W)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            step = F / f
+        conv = np.isfinite(step) & (np.abs(step) <= xtol * (sc + np.abs(x)))
+        xn = x - np.where(np.isfinite(step), step, 0.0)
+        bad = ~conv & (~np.isfinite(step) | (xn <= lo) | (xn >= hi))
+        if bad.any():
+            # bisection on an asinh scale around the start: fast for huge brackets
+            mid = x0 + sc * np.sinh(0.5 * (np.arcsinh((lo - x0) / sc)
+                                           + np.arcsinh((hi - x0) / sc)))
+            mid = np.where((mid > lo) & (mid < hi), mid, 0.5 * (lo + hi))
+            xn = np.where(bad, mid, xn)
         x = xn
-        if np.all(done):
+        if np.all(conv | (F == 0)):
             break
     return x
 
@@ -481,12 +482,12 @@ class ExactResult:
             lo = np.where(F < 0, t, lo)
             hi = np.where(F > 0, t, hi)
             with np.errstate(divide="ignore", invalid="ignore"):
-                tn = t - F / f
-            bad = ~np.isfinite(tn) | (tn <= lo) | (tn >= hi) | (f <= 0)
-            tn = np.where(bad, 0.5 * (lo + hi), tn)
-            done = np.abs(tn - t) <= 1e-13 * (1 + np.abs(t))
-            t = tn
-            if np.all(done):
+                step = F / f
+            conv = np.isfinite(step) & (f > 0) & (np.abs(step) <= 1e-13 * (1 + np.abs(t)))
+            tn = t - np.where(np.isfinite(step), step, 0.0)
+            bad = ~conv & (~np.isfinite(step) | (tn <= lo) | (tn >= hi) | (f <= 0))
+            t = np.where(bad, 0.5 * (lo + hi), tn)
+            if np.all(conv | (F == 0)):
                 break
         return mp.tau_of_z(mp.z_of_t(t))
 
