@@ -73,9 +73,14 @@ class BruteForce:
         self.tp, self.mp = tau_prior, mu_prior
         self.u_panels, self.mu_panels = u_panels, mu_panels
         sref = float(np.median(self.s))
-        self.ua = math.log(tau_prior.lower) if tau_prior.lower > 0 else math.log(sref) - 30
-        self.ub = (math.log(tau_prior.upper) if math.isfinite(tau_prior.upper)
-                   else math.log(sref) + 30)
+        L = math.log(sref)
+        lo_u = math.log(tau_prior.lower) if tau_prior.lower > 0 else -math.inf
+        hi_u = math.log(tau_prior.upper) if math.isfinite(tau_prior.upper) else math.inf
+        # core [L-30, L+30] finely, plus far tails (heavy log-t tails reach tau ~ e^-270)
+        edges = np.clip([L - 270, L - 30, L + 30, L + 270], lo_u, hi_u)
+        self.segments = [(a, b, n) for a, b, n in zip(edges[:-1], edges[1:],
+                                                       (16, u_panels, 16)) if b > a]
+        self.ua, self.ub = float(edges[0]), float(edges[-1])
         self.Z = self.expect(lambda mu, tau: 1.0)
 
     def _logjoint(self, mu, tau):
@@ -87,12 +92,15 @@ class BruteForce:
         return out
 
     def _nodes(self, u_split=None, mu_max=None, mu_breaks=None):
-        if u_split is None:
-            u, wu = _gl(self.ua, self.ub, self.u_panels)
-        else:
-            u1, w1 = _gl(self.ua, u_split, self.u_panels // 2)
-            u2, w2 = _gl(u_split, self.ub, self.u_panels // 2)
-            u, wu = np.concatenate([u1, u2]), np.concatenate([w1, w2])
+        segs = []
+        for a, b, n in self.segments:
+            if u_split is not None and a < u_split < b:
+                segs += [(a, u_split, max(n // 2, 8)), (u_split, b, max(n // 2, 8))]
+            else:
+                segs.append((a, b, n))
+        parts = [_gl(a, b, n) for a, b, n in segs]
+        u = np.concatenate([p[0] for p in parts])
+        wu = np.concatenate([p[1] for p in parts])
         tau = np.exp(u)
         v = self.s[:, None] ** 2 + tau[None] ** 2
         prec = (1 / v).sum(0) + (0 if self.mp is None else 1 / self.mp[1] ** 2)
@@ -165,7 +173,9 @@ class BruteForce:
                            mu_breaks=self._breaks(x, sd_f, inv_f))
 
     def pdf_mu(self, x):
-        tau_u, wu = _gl(self.ua, self.ub, self.u_panels)
+        parts = [_gl(a, b, n) for a, b, n in self.segments]
+        tau_u = np.concatenate([p[0] for p in parts])
+        wu = np.concatenate([p[1] for p in parts])
         tau = np.exp(tau_u)
         lj = self._logjoint(np.full((1, tau.size), x), tau[None, :])
         return float(np.sum(wu * tau * np.exp(lj[0] - self.off)) / self.Z)
@@ -200,6 +210,9 @@ CASES = [
     ("meld_k2", MELD, LogNormalTau2(0.0, 1.5), None),
     ("meld_k2", MELD, Uniform(0.0, 5.0), (0.0, 10.0)),
     ("bcg", BCG, NAMED_PRIORS["rhodes2015-smd"], None),
+    # heavy tails: k = 2, flat mu, log-t prior -> E[tau] barely finite, Var(mu) infinite
+    ("meld_k2", MELD, NAMED_PRIORS["rhodes2015-smd"], None),
+    ("schools", SCHOOLS, HalfStudentT(3.0, 5.0), (0.0, 100.0)),
 ]
 IDS = [f"{c[0]}-{c[2]}-{'flat' if c[3] is None else 'normal'}" for c in CASES]
 
@@ -290,7 +303,9 @@ def test_evidence_and_bayes_factors(pair):
     l0 = np.sum(wm * np.exp(stats.norm.logpdf(y[:, None], mu[None], s[:, None]).sum(0)
                             + stats.norm.logpdf(mu, *ref.mp) - ref.off))
     np.testing.assert_allclose(fit.bayes_factor_tau0, l0 / ref.Z, rtol=1e-6)
-    u, wu = _gl(ref.ua, ref.ub, 400)
+    parts = [_gl(a, b, 4 * n) for a, b, n in ref.segments]
+    u = np.concatenate([p[0] for p in parts])
+    wu = np.concatenate([p[1] for p in parts])
     tau = np.exp(u)
     lm0 = (stats.norm.logpdf(y[:, None], 0.0, np.sqrt(s[:, None] ** 2 + tau[None] ** 2)).sum(0)
            + ref.tp.logpdf_tau(tau))
