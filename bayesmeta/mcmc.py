@@ -7,8 +7,8 @@ Public API
 ----------
 :func:`fit_nnhm`             normal-normal hierarchical model (checked against ``bayesmeta.exact``)
 :func:`fit_binomial_normal`  exact binomial likelihood, study baselines, random log-OR
-:func:`fit_nested`           cells (subgroup x time) pooled toward subgroups toward the overall mean,
-                             study effect shared across time, partially pooled tau per cell
+:func:`fit_nested`           cells (subgroup x time) pooled toward subgroups, subgroups toward the
+                             overall mean; study effect shared across time; tau per cell pooled
 :func:`prior_sensitivity`    refit over ``bayesmeta.priors.prior_sets`` -> tidy table
 :class:`SamplerSettings`     draws/tune/chains/cores/target_accept/sampler/seed
 :class:`MCMCResult`          frozen result: datatree, summary, diagnostics, timings, ``to_frame``
@@ -1003,3 +1003,51 @@ def prior_sensitivity(yi, sei, *, measure: str, data=None, study=None, benefit: 
     df.attrs.update(ci_prob=CI_PROB, ci_kind=CI_KIND, measure=measure,
                     scale=_scale_of(measure))
     return df
+
+
+# ---------------------------------------------------------------------------------------------
+# sampler measurement (python -m bayesmeta.mcmc)
+# ---------------------------------------------------------------------------------------------
+
+def benchmark_samplers(samplers=SAMPLERS, seeds=(1, 2)) -> pd.DataFrame:
+    """Measure pymc NUTS against nutpie on the NNHM (BCG, k = 13) and the nested model (2014
+    MELD arm data): compile seconds, sampling seconds, min bulk ESS of the monitored
+    parameters, ESS per sampling second, divergences. The first seed of each sampler starts
+    from an empty model cache (cold compile inside this process; numba's disk cache may be
+    warm), later seeds reuse it.
+    """
+    from pathlib import Path
+
+    from bayesmeta import priors as P
+
+    root = Path(__file__).resolve().parents[1] / "data"
+    bcg = pd.read_csv(root / "bcg.csv")
+    bcg_y = np.log(bcg["ai"] * bcg["di"] / (bcg["bi"] * bcg["ci"])).to_numpy()
+    bcg_s = np.sqrt(1 / bcg["ai"] + 1 / bcg["bi"] + 1 / bcg["ci"] + 1 / bcg["di"]).to_numpy()
+    meld = pd.read_csv(root / "meld_2014_fig3.csv")
+    meld = meld.assign(yi=meld["m1i"] - meld["m2i"],
+                       vi=meld["sd1i"] ** 2 / meld["n1i"] + meld["sd2i"] ** 2 / meld["n2i"])
+    rows = []
+    for sampler in samplers:
+        clear_cache()
+        for seed in seeds:
+            for model in ("NNHM", "nested"):
+                if model == "NNHM":
+                    fit = fit_nnhm(bcg_y, bcg_s, mu_prior=P.Normal(0, 4),
+                                   tau_prior=P.HalfNormal(0.5), sampler=sampler, seed=seed,
+                                   warn=False)
+                else:
+                    fit = fit_nested(meld, sampler=sampler, seed=seed, warn=False)
+                d = fit.diagnostics
+                rows.append({"model": model, "sampler": sampler, "seed": seed,
+                             "compile_s": fit.compile_seconds,
+                             "sampling_s": fit.sampling_seconds,
+                             "ess_bulk_min": d.ess_bulk_min,
+                             "ess_per_s": d.ess_bulk_min / fit.sampling_seconds,
+                             "divergences": d.divergences, "r_hat_max": d.r_hat_max})
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with pd.option_context("display.width", 140):
+        print(benchmark_samplers())

@@ -29,7 +29,6 @@ as high as 65%"), and the same for a new trial (predictive).
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd

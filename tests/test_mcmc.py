@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from bayesmeta import mcmc, priors, results
-from bayesmeta.exceptions import ConvergenceWarning, DataError, DataWarning, SpecError
+from bayesmeta.exceptions import DataError, DataWarning, SpecError
 from tests.tolerances import Z_MCSE
 
 
