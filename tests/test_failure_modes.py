@@ -220,9 +220,6 @@ def test_failure_mid_write_keeps_previous_report(capsys, project, monkeypatch):
     assert leftovers(project, "report") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "OSError while writing the report (disk full, permission) escapes as a traceback instead "
-    "of a one-line error: bayesmeta/report.py:write_report (or cli/__init__.py:main)"))
 def test_disk_full_is_a_clear_error(capsys, project, monkeypatch):
     import bayesmeta.report as report
 
@@ -235,9 +232,6 @@ def test_disk_full_is_a_clear_error(capsys, project, monkeypatch):
     has_all(line, "No space left on device")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--out under a regular file raises FileExistsError/NotADirectoryError with a traceback: "
-    "bayesmeta/report.py:atomic_dir (mkdir of the parent)"))
 def test_unwritable_output_directory(capsys, project):
     """You are root here, so chmod cannot block writes: an output path under a regular *file*
     cannot be created by anyone."""

@@ -47,6 +47,15 @@ def main(argv=None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # disk full, permission denied, a path component that is a file, ...: one line, exit 2
+        if args.debug:
+            raise
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        what = err.strerror or str(err)
+        print(f"error: cannot read or write{where}: {what}. Check the path, permissions and "
+              "free disk space.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
