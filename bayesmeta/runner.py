@@ -1127,6 +1127,13 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
                               for o, lab, r in fits if o == outcome})
     allrows = results.concat(*frames)
     out.tables["results"] = allrows
+    diag = pd.DataFrame([{"outcome": o, "model": lab, "rows": r.k, "clean": r.clean,
+                          "diagnostics": r.diagnostics.line()} for o, lab, r in fits])
+    for o, lab, r in fits:
+        if not r.clean:
+            out.warnings.append(f"{o} ({lab}): MCMC diagnostics not clean: "
+                                + "; ".join(r.diagnostics.problems)
+                                + " — treat this fit's numbers with caution")
     ctab = pd.DataFrame(contrasts)
     if len(ctab):
         out.tables["contrasts"] = ctab
@@ -1167,6 +1174,9 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
             xlabel=f"{outcome}: MD (MSC − control)"),
             f"{outcome}: published pooled MD per week and subgroup (grey) and nested-model "
             "posterior of each cell (blue).")
+    if len(diag):
+        out.h("MCMC diagnostics")
+        out.table("diagnostics", diag, "Every nested fit: R-hat, ESS, divergences.")
     out.h("Published-number audit")
     out.table("audit_view", aud, "Printed MD, CI and P checked against each other; nested-model "
               "posterior of the same cell beside it.",
