@@ -400,7 +400,9 @@ class ExactResult:
         W = self._grid.weight
         mean = M @ W
         var = (S ** 2 + M ** 2) @ W - mean ** 2
-        need_tau2 = param == "theta_new" or self.mu_prior.is_flat
+        # Var(theta_new) needs E[tau²]; so does Var(mu) under a flat prior (V ~ tau²/k).
+        # Var(theta_i) is bounded: (1-b) s² + b² V <= s² + s⁴/(k tau²) for large tau.
+        need_tau2 = param == "theta_new" or (param == "mu" and self.mu_prior.is_flat)
         if need_tau2 and not self._moment_finite(2):
             var = np.full_like(var, np.inf)
         return mean, np.sqrt(np.maximum(var, 0.0))

@@ -77,7 +77,7 @@ class BruteForce:
         lo_u = math.log(tau_prior.lower) if tau_prior.lower > 0 else -math.inf
         hi_u = math.log(tau_prior.upper) if math.isfinite(tau_prior.upper) else math.inf
         # core [L-30, L+30] finely, plus far tails (heavy log-t tails reach tau ~ e^-270)
-        edges = np.clip([L - 270, L - 30, L + 30, L + 270], lo_u, hi_u)
+        edges = np.clip([L - 270, L - 30, L + 30, L + 150], lo_u, hi_u)
         self.segments = [(a, b, n) for a, b, n in zip(edges[:-1], edges[1:],
                                                        (16, u_panels, 16)) if b > a]
         self.ua, self.ub = float(edges[0]), float(edges[-1])
@@ -122,16 +122,17 @@ class BruteForce:
             mu = x.reshape(x.shape[0], -1)
             wm = ((0.5 * (hi - lo))[..., None] * _GW).reshape(x.shape[0], -1)
         tau2d = np.broadcast_to(tau[:, None], mu.shape)
-        w = wm * (wu * tau)[:, None]                  # dtau = tau du
-        return mu, tau2d, w
+        with np.errstate(divide="ignore"):            # empty (clipped) panels: weight 0
+            logw = np.log(wm) + (np.log(wu) + u)[:, None]   # dtau = tau du
+        return mu, tau2d, logw
 
     def expect(self, f, **kw):
-        mu, tau, w = self._nodes(**kw)
+        mu, tau, logw = self._nodes(**kw)
         lj = self._logjoint(mu, tau)
         if not hasattr(self, "off"):
             self.off = float(lj.max())
         val = np.broadcast_to(f(mu, tau), mu.shape)
-        out = np.sum(w * val * np.exp(lj - self.off))
+        out = np.sum(val * np.exp(logw + lj - self.off))
         return out / self.Z if hasattr(self, "Z") else out
 
     def mean_sd(self, f):
@@ -225,6 +226,15 @@ def pair(request):
     return fit, ref
 
 
+def _close(actual, desired):
+    """assert_allclose, except that an infinite moment reported by the engine must meet a huge
+    value of the reference (which truncates log tau at L + 150, so it cannot return inf)."""
+    actual, desired = np.atleast_1d(actual), np.atleast_1d(desired)
+    inf = ~np.isfinite(actual)
+    assert np.all(desired[inf] > 1e6), (actual, desired)
+    np.testing.assert_allclose(actual[~inf], desired[~inf], **QUADRATURE)
+
+
 def _check_quantile(qhat, p, F, f):
     err = (F(qhat) - p) / f(qhat)
     assert abs(err) <= ATOL, f"quantile {p}: estimated error {err:.3g}"
@@ -233,7 +243,7 @@ def _check_quantile(qhat, p, F, f):
 def test_mu(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: mu)
-    np.testing.assert_allclose([fit.mu["mean"], fit.mu["sd"]], [m, sd], **QUADRATURE)
+    _close([fit.mu["mean"], fit.mu["sd"]], [m, sd])
     for key, p in (("median", 0.5), ("lower", 0.025), ("upper", 0.975)):
         _check_quantile(fit.mu[key], p, ref.cdf_mu, ref.pdf_mu)
     for c in (0.0, fit.mu["mean"] + fit.mu["sd"]):
@@ -245,7 +255,7 @@ def test_mu(pair):
 def test_tau(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: t)
-    np.testing.assert_allclose([fit.tau["mean"], fit.tau["sd"]], [m, sd], **QUADRATURE)
+    _close([fit.tau["mean"], fit.tau["sd"]], [m, sd])
     for key, p in (("median", 0.5), ("lower", 0.025), ("upper", 0.975)):
         _check_quantile(fit.tau[key], p, ref.cdf_tau, ref._pdf_tau)
     x = fit.tau["median"]
@@ -257,8 +267,7 @@ def test_theta_new(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: mu)
     m2 = ref.expect(lambda mu, t: mu ** 2 + t ** 2)
-    np.testing.assert_allclose([fit.theta_new["mean"], fit.theta_new["sd"]],
-                               [m, math.sqrt(m2 - m ** 2)], **QUADRATURE)
+    _close([fit.theta_new["mean"], fit.theta_new["sd"]], [m, math.sqrt(m2 - m ** 2)])
     mean_f, sd_f = (lambda mu, t: mu), (lambda mu, t: np.maximum(t, 1e-300) + 0 * mu)
     inv_f = lambda z, t: z + 0 * t  # noqa: E731
     F = lambda x: ref.cdf_normal_given(x, mean_f, sd_f, inv_f)  # noqa: E731
