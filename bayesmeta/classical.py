@@ -316,7 +316,7 @@ def _tau2(y, v, X, method, control):
         # identical estimates: every estimator's tau² is 0 (avoid rounding residue ~1e-36)
         return 0.0, True, 0, math.nan
     _, _, P0, w0 = _wls(y, v, X, 0.0)
-    Q = float(y @ P0 @ y)
+    Q = max(0.0, float(y @ P0 @ y))  # a sum of squares; y'P0y can round to -1e-16
     if method == "DL":
         return max(0.0, (Q - (k - p)) / np.trace(P0)), True, 0, math.nan
     if method == "HS":
@@ -450,7 +450,8 @@ def _fit(y, v, X, *, method, test, knha_adhoc, level, pi_dist, control):
     tau2, conv, iters, tau2_se = _tau2(y, v, X, method, control)
     b, vb, P, w = _wls(y, v, X, tau2)
     _, _, P0, w0 = _wls(y, v, X, 0.0)
-    Q = float(y @ P0 @ y)
+    # Q = sum w (y - Xb)^2 is a sum of squares: clamp the rounding residue of y'P0y at 0
+    Q = max(0.0, float(y @ P0 @ y))
     qdf = k - p
     q_p = float(stats.chi2.sf(Q, qdf)) if qdf > 0 else math.nan
     s2 = math.nan
