@@ -270,20 +270,92 @@ class ClassicalResult:
 # core linear algebra
 # --------------------------------------------------------------------------------------
 
-def _wls(y, v, X, tau2):
-    """Weighted LS at tau2: returns (b, vb, P, w)."""
-    w = 1.0 / (v + tau2)
-    XtW = X.T * w
-    vb = np.linalg.inv(XtW @ X)
-    b = vb @ (XtW @ y)
-    P = np.diag(w) - (XtW.T @ vb @ XtW)
-    return b, vb, P, w
+class _WLS:
+    """Weighted least squares at one tau², without any k x k matrix.
+
+    With :math:`W = \\mathrm{diag}(w)`, :math:`w_i = 1/(v_i+\\tau^2)`,
+    :math:`V_b = (X'WX)^{-1}` and residuals :math:`e = y - Xb`, the projection
+    :math:`P = W - WXV_bX'W` enters only through
+
+    * :math:`Py = w \\circ e` and :math:`y'Py = \\sum w_i e_i^2` (a sum of squares, >= 0);
+    * :math:`\\mathrm{tr}\\,P = \\sum w_i - \\mathrm{tr}(V_b X'W^2X)`;
+    * :math:`\\mathrm{tr}\\,PP = \\sum w_i^2 - 2\\,\\mathrm{tr}(V_bX'W^3X) +
+      \\mathrm{tr}((V_bX'W^2X)^2)`,
+
+    all O(k p²) (O(k) for the intercept-only model, which uses plain weighted sums).
+    """
+
+    __slots__ = ("X", "w", "b", "vb", "e", "_intercept")
+
+    def __init__(self, y, v, X, tau2):
+        w = 1.0 / (v + tau2)
+        self.X, self.w = X, w
+        self._intercept = X.shape[1] == 1 and bool(np.all(X == 1.0))
+        if self._intercept:
+            sw = float(w.sum())
+            mu = float(w @ y) / sw
+            self.b = np.array([mu])
+            self.vb = np.array([[1.0 / sw]])
+            self.e = y - mu
+        else:
+            XtW = X.T * w
+            self.vb = np.linalg.inv(XtW @ X)
+            self.b = self.vb @ (XtW @ y)
+            self.e = y - X @ self.b
+
+    @property
+    def Py(self):
+        return self.w * self.e
+
+    @property
+    def ypy(self) -> float:
+        """y'Py = sum w e² (never negative)."""
+        return float(self.w @ (self.e * self.e))
+
+    def _m(self, power):
+        """X'W^power X (p x p)."""
+        return (self.X.T * self.w ** power) @ self.X
+
+    @property
+    def trP(self) -> float:
+        w = self.w
+        if self._intercept:
+            sw = float(w.sum())
+            return sw - float(w @ w) / sw
+        return float(w.sum() - np.trace(self.vb @ self._m(2)))
+
+    @property
+    def trPP(self) -> float:
+        w = self.w
+        w2 = w * w
+        if self._intercept:
+            sw = float(w.sum())
+            s2 = float(w2.sum())
+            return s2 - 2.0 * float(w2 @ w) / sw + (s2 / sw) ** 2
+        a = self.vb @ self._m(2)
+        return float(w2.sum() - 2.0 * np.trace(self.vb @ self._m(3)) + np.sum(a * a.T))
+
+
+def _wls(y, v, X, tau2) -> _WLS:
+    """Weighted LS at tau2 (see :class:`_WLS`)."""
+    return _WLS(y, v, X, tau2)
 
 
 def _qgen(y, v, X, tau2):
     """Generalised Q: y'P(tau2)y."""
-    _, _, P, _ = _wls(y, v, X, tau2)
-    return float(y @ P @ y)
+    return _WLS(y, v, X, tau2).ypy
+
+
+def _ols_parts(y, v, X):
+    """Unweighted fit (HE, SJ): y'P_I y and tr(P_I V) with P_I = I - X(X'X)^{-1}X'."""
+    if X.shape[1] == 1 and bool(np.all(X == 1.0)):
+        e = y - y.mean()
+        h = np.full(y.size, 1.0 / y.size)
+    else:
+        XtXi = np.linalg.inv(X.T @ X)
+        e = y - X @ (XtXi @ (X.T @ y))
+        h = np.einsum("ij,jk,ik->i", X, XtXi, X)  # diagonal of the hat matrix
+    return float(e @ e), float(v.sum() - h @ v)
 
 
 def _conv_warn(method, it, change, maxiter):
@@ -315,17 +387,17 @@ def _tau2(y, v, X, method, control):
     if p == 1 and np.ptp(y) == 0:
         # identical estimates: every estimator's tau² is 0 (avoid rounding residue ~1e-36)
         return 0.0, True, 0, math.nan
-    _, _, P0, w0 = _wls(y, v, X, 0.0)
-    Q = max(0.0, float(y @ P0 @ y))  # a sum of squares; y'P0y can round to -1e-16
+    f0 = _wls(y, v, X, 0.0)
+    Q = max(0.0, f0.ypy)  # a sum of squares, never negative
     if method == "DL":
-        return max(0.0, (Q - (k - p)) / np.trace(P0)), True, 0, math.nan
+        return max(0.0, (Q - (k - p)) / f0.trP), True, 0, math.nan
     if method == "HS":
-        return max(0.0, (Q - k) / w0.sum()), True, 0, math.nan
-    PI = np.eye(k) - X @ np.linalg.inv(X.T @ X) @ X.T
+        return max(0.0, (Q - k) / f0.w.sum()), True, 0, math.nan
     if method == "HE":
-        return max(0.0, (float(y @ PI @ y) - np.trace(PI * v)) / (k - p)), True, 0, math.nan
+        rss, trpv = _ols_parts(y, v, X)
+        return max(0.0, (rss - trpv) / (k - p)), True, 0, math.nan
     if method == "SJ":
-        t0 = float(y @ PI @ y) / k
+        t0 = _ols_parts(y, v, X)[0] / k
         if t0 <= 0:
             return 0.0, True, 0, math.nan
         return max(0.0, t0 * _qgen(y, v, X, t0) / (k - p)), True, 0, math.nan
@@ -344,8 +416,8 @@ def _tau2(y, v, X, method, control):
         t = 0.0
         change = math.inf
         for it in range(1, maxiter + 1):
-            b, _, _, w = _wls(y, v, X, t)
-            e = y - X @ b
+            fw = _wls(y, v, X, t)
+            w, e = fw.w, fw.e
             new = max(0.0, float(np.sum(w * ((k / (k - p)) * e ** 2 - v)) / w.sum()))
             change = abs(new - t)
             t = new
@@ -355,21 +427,21 @@ def _tau2(y, v, X, method, control):
         return t, False, maxiter, math.nan
     if method in ("REML", "ML"):
         # Fisher scoring from the HE/DL-type start, truncated at the boundary 0
-        t = max(0.0, (Q - (k - p)) / np.trace(P0))
+        t = max(0.0, (Q - (k - p)) / f0.trP)
         change = math.inf
         for it in range(1, maxiter + 1):
-            _, _, P, w = _wls(y, v, X, t)
-            Py = P @ y
+            ft = _wls(y, v, X, t)
+            Py, w = ft.Py, ft.w
             if method == "REML":
-                adj = (float(Py @ Py) - np.trace(P)) / float(np.sum(P * P))
+                adj = (float(Py @ Py) - ft.trP) / ft.trPP
             else:
                 adj = (float(Py @ Py) - w.sum()) / float(np.sum(w * w))
             new = max(0.0, t + adj)
             change = abs(new - t)
             t = new
             if change < thr:
-                _, _, P, w = _wls(y, v, X, t)
-                info = float(np.sum(P * P)) if method == "REML" else float(np.sum(w * w))
+                ft = _wls(y, v, X, t)
+                info = ft.trPP if method == "REML" else float(np.sum(ft.w * ft.w))
                 return t, True, it, math.sqrt(2.0 / info)
         _conv_warn(method, maxiter, change, maxiter)
         return t, False, maxiter, math.nan
@@ -448,17 +520,18 @@ def _fit(y, v, X, *, method, test, knha_adhoc, level, pi_dist, control):
     """The workhorse shared by rma, subgroups and meta-regression."""
     k, p = X.shape
     tau2, conv, iters, tau2_se = _tau2(y, v, X, method, control)
-    b, vb, P, w = _wls(y, v, X, tau2)
-    _, _, P0, w0 = _wls(y, v, X, 0.0)
-    # Q = sum w (y - Xb)^2 is a sum of squares: clamp the rounding residue of y'P0y at 0
-    Q = max(0.0, float(y @ P0 @ y))
+    ft = _wls(y, v, X, tau2)
+    b, vb, w = ft.b, ft.vb, ft.w
+    f0 = ft if tau2 == 0 else _wls(y, v, X, 0.0)
+    # Q = sum w (y - Xb)^2 is a sum of squares: never negative (clamped for safety)
+    Q = max(0.0, f0.ypy)
     qdf = k - p
     q_p = float(stats.chi2.sf(Q, qdf)) if qdf > 0 else math.nan
     s2 = math.nan
     if test == "knha":
         if qdf < 1:
             raise EstimationError(f"Knapp-Hartung needs k > {p} studies (k = {k}); use test='z'")
-        s2 = 0.0 if (p == 1 and np.ptp(y) == 0) else float(y @ P @ y) / qdf
+        s2 = 0.0 if (p == 1 and np.ptp(y) == 0) else ft.ypy / qdf
         fac = max(1.0, s2) if knha_adhoc else s2
         if s2 == 0 and not knha_adhoc:
             warnings.warn("Knapp-Hartung scale factor s^2 = 0 (the estimates agree perfectly); "
@@ -472,7 +545,7 @@ def _fit(y, v, X, *, method, test, knha_adhoc, level, pi_dist, control):
         crit = stats.norm.ppf(0.5 + level / 2)
     se = np.sqrt(np.diag(vb))
     # heterogeneity
-    trP0 = float(np.trace(P0))
+    trP0 = f0.trP
     if qdf > 0:
         i2_q = max(0.0, 100.0 * (Q - qdf) / Q) if Q > 0 else 0.0
         if method == "FE":
@@ -1147,8 +1220,8 @@ def fit_multilevel(yi, vi, study, time=None, *, method: str = "REML", level: flo
     Z2 = np.array([[1.0 if (a, b) == lev else 0.0 for lev in i_lev] for a, b in zip(st, tm)])
     X = np.ones((k, 1))
     reml = method == "REML"
-    tdl = max(0.0, (float(y @ _wls(y, v, X, 0.0)[2] @ y) - (k - 1))
-              / np.trace(_wls(y, v, X, 0.0)[2]))
+    f0 = _wls(y, v, X, 0.0)
+    tdl = max(0.0, (f0.ypy - (k - 1)) / f0.trP)
     scale = max(np.var(y), np.mean(v), 1e-8)
     best = None
     for s0 in ([tdl / 2 + 1e-4 * scale] * 2, [tdl + 0.1 * scale, 1e-3 * scale],
@@ -1190,7 +1263,7 @@ def fit_multilevel(yi, vi, study, time=None, *, method: str = "REML", level: flo
     b = float((Ai @ (X.T @ Vi @ y))[0])
     se = math.sqrt(Ai[0, 0])
     z = stats.norm.ppf(0.5 + level / 2)
-    Q = float(y @ _wls(y, v, X, 0.0)[2] @ y)
+    Q = max(0.0, f0.ypy)
     fval = _ml_obj(s, y, v, X, [Z1, Z2], reml)[0]
     nobs = k - 1 if reml else k
     # metafor's REML log-likelihood includes + 1/2 log|X'X| (Harville 1977 form)

@@ -353,9 +353,6 @@ def test_k_10000_fast_path():
     assert t2 > 0  # the simulated heterogeneity (0.05) is detected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "classical.rma builds dense k x k projection matrices (P = diag(w) - ...): memory O(k²), "
-    "k = 10 000 needs ~2.5 GB and ~8 s for FE: bayesmeta/classical.py:_wls/_fit"))
 def test_rma_memory_is_linear_in_k():
     """At k = 4000 one dense k x k float matrix is 128 MB; an O(k) implementation of FE/DL
     needs well under 32 MB."""
