@@ -229,6 +229,7 @@ def _build_grid(prior, y, s2, m0, p0, tol=_TOL, hmin=1.0 / 256):
         return tau, lg, ll, mh, V
 
     k, flat = y.shape[-1], p0 == 0
+    c = float(np.sqrt(np.median(s2)))
     fin1, fin2 = (_moment_exists(prior, k, flat, 1), _moment_exists(prior, k, flat, 2))
     h = 0.5
     t = np.arange(math.ceil(tlo / h), math.floor(thi / h) + 1) * h
@@ -240,11 +241,14 @@ def _build_grid(prior, y, s2, m0, p0, tol=_TOL, hmin=1.0 / 256):
         zsum = g.sum()
         wgt = g / zsum
         tau2 = tau ** 2
-        mom = [np.dot(wgt, mh), np.dot(wgt, np.log1p(tau)), np.dot(wgt, 1.0 / (1.0 + tau))]
+        # moments in units of the data's own scale c, so that convergence (and the grid) is
+        # scale-equivariant: an absolute floor made results at effect scale 1e-8 off by 1e-4
+        tc = tau / c
+        mom = [np.dot(wgt, mh) / c, np.dot(wgt, np.log1p(tc)), np.dot(wgt, 1.0 / (1.0 + tc))]
         if fin1:
-            mom.append(np.dot(wgt, tau))
+            mom.append(np.dot(wgt, tc))
         if fin2:
-            mom += [np.dot(wgt, tau2), np.dot(wgt, V + mh ** 2)]
+            mom += [np.dot(wgt, tc ** 2), np.dot(wgt, V + mh ** 2) / c ** 2]
         mom = np.array(mom)
         scale = np.maximum(np.abs(mom), 1.0)
         if prev is not None and (np.all(np.abs(mom - prev) <= tol * scale) or h <= hmin):
@@ -255,7 +259,7 @@ def _build_grid(prior, y, s2, m0, p0, tol=_TOL, hmin=1.0 / 256):
             break
         prev = mom
         # restrict to the region that matters, then halve the step (new nodes = midpoints)
-        mw = np.log1p(np.minimum(tau2, 1e300)) if fin2 else (np.log1p(tau) if fin1 else 0.0)
+        mw = np.log1p(np.minimum(tc ** 2, 1e300)) if fin2 else (np.log1p(tc) if fin1 else 0.0)
         keep = lg + mw > lmax - 80.0
         idx = np.flatnonzero(keep)
         ta = max(t[max(idx[0] - 2, 0)], tlo)

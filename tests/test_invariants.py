@@ -389,14 +389,7 @@ def test_effect_scale_equivariance_closed_form(method, scale, data):
     np.testing.assert_allclose([b.i2, b.q, b.p], [a.i2, a.q, a.p], rtol=1e-8, atol=1e-10)
 
 
-_REML_TINY = pytest.mark.xfail(strict=True, reason=(
-    "iterative tau² estimators stop on an absolute step (control threshold 1e-10), so at "
-    "effect scale 1e-8 (tau² ~ 1e-16) REML/ML/EB stop after the first step: not scale-"
-    "equivariant; the threshold should be relative to the scale of vi: "
-    "bayesmeta/classical.py:_tau2"))
-
-
-@pytest.mark.parametrize("scale", [pytest.param(1e-8, marks=_REML_TINY), 1e8])
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("method", ("REML",))
 @settings(max_examples=40, deadline=None)
 @given(data=meta(kmin=4))
