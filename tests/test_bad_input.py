@@ -341,10 +341,6 @@ def test_bayes_runs_on_good_input(capsys, tmp_path):
     assert out.strip()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bad prior strings give an error that does not name the option (--tau-prior vs "
-    "--mu-prior): bayesmeta/cli/_bayes.py:run (should catch the priors SpecError and add "
-    "the option)"))
 @pytest.mark.parametrize("prior,needles", [
     ("halfnorml:1", ["--tau-prior", "halfnorml", "halfnormal"]),
     ("halfnormal:0", ["--tau-prior", re.compile(r"> ?0")]),

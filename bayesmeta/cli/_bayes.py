@@ -90,14 +90,22 @@ def _effects(args):
 def _priors(args, es):
     from bayesmeta.priors import default_mu_prior, default_tau_prior, parse_prior
 
+    from bayesmeta.exceptions import SpecError
+
+    def parse(option, text, kind):
+        try:
+            return parse_prior(text, kind=kind)
+        except SpecError as err:  # name the option the user typed, keep the message and fix
+            raise SpecError(f"{option} {text!r}: {err}") from err
+
     if args.tau_prior:
-        tau_prior = parse_prior(args.tau_prior, kind="tau")
+        tau_prior = parse("--tau-prior", args.tau_prior, "tau")
         note = f"tau prior given on the command line ({tau_prior.describe()})"
     else:
         tau_prior, note = default_tau_prior(args.measure, es)
         note = "default: " + note
     if args.mu_prior:
-        mu_prior = parse_prior(args.mu_prior, kind="mu")
+        mu_prior = parse("--mu-prior", args.mu_prior, "mu")
     else:
         mu_prior, _ = default_mu_prior(args.measure, es)
     return mu_prior, tau_prior, note
