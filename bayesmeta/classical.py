@@ -378,7 +378,11 @@ def _bracket_decreasing(fun, target, lo=0.0, hi=None, maxexp=200):
 def _tau2(y, v, X, method, control):
     """Estimate tau²; returns (tau2, converged, iterations, tau2_se)."""
     k, p = X.shape
-    thr, maxiter = control["threshold"], control["maxiter"]
+    maxiter = control["maxiter"]
+    # stopping rules are relative to the scale of the data (typical vi), so that the
+    # estimators are equivariant under y -> c y, v -> c² v: stop when a step is below
+    # threshold x (tau² + mean vi); PM's root tolerance is tol x mean vi
+    vscale = float(np.mean(v))
     if method == "FE":
         return 0.0, True, 0, math.nan
     if k - p < 1:
@@ -406,8 +410,9 @@ def _tau2(y, v, X, method, control):
         if Q <= target:
             return 0.0, True, 0, math.nan
         fun = lambda t: _qgen(y, v, X, t) - target  # noqa: E731
-        hi = _bracket_decreasing(lambda t: fun(t) + target, target, hi=max(1.0, np.var(y) * 4))
-        root, r = optimize.brentq(fun, 0.0, hi, xtol=control["tol"], rtol=8.9e-16,
+        hi = _bracket_decreasing(lambda t: fun(t) + target, target,
+                                 hi=max(vscale, np.var(y) * 4))
+        root, r = optimize.brentq(fun, 0.0, hi, xtol=control["tol"] * vscale, rtol=8.9e-16,
                                   maxiter=maxiter, full_output=True, disp=False)
         if not r.converged:
             _conv_warn("PM", r.iterations, math.nan, maxiter)
@@ -421,7 +426,7 @@ def _tau2(y, v, X, method, control):
             new = max(0.0, float(np.sum(w * ((k / (k - p)) * e ** 2 - v)) / w.sum()))
             change = abs(new - t)
             t = new
-            if change < thr:
+            if change < control["threshold"] * (t + vscale):
                 return t, True, it, math.nan
         _conv_warn("EB", maxiter, change, maxiter)
         return t, False, maxiter, math.nan
@@ -439,7 +444,7 @@ def _tau2(y, v, X, method, control):
             new = max(0.0, t + adj)
             change = abs(new - t)
             t = new
-            if change < thr:
+            if change < control["threshold"] * (t + vscale):
                 ft = _wls(y, v, X, t)
                 info = ft.trPP if method == "REML" else float(np.sum(ft.w * ft.w))
                 return t, True, it, math.sqrt(2.0 / info)
@@ -458,13 +463,14 @@ def _qprofile(y, v, X, level, control):
     crit_lo = stats.chi2.ppf(1 - a / 2, df)   # lower bound solves Q = upper quantile
     crit_hi = stats.chi2.ppf(a / 2, df)
     q0 = _qgen(y, v, X, 0.0)
+    vscale = float(np.mean(v))  # tolerances relative to the scale of the data
 
     def solve(crit):
         if q0 <= crit:
             return 0.0
         fun = lambda t: _qgen(y, v, X, t) - crit  # noqa: E731
-        hi = _bracket_decreasing(lambda t: fun(t) + crit, crit, hi=max(1.0, np.var(y) * 4))
-        return float(optimize.brentq(fun, 0.0, hi, xtol=control["tol"], rtol=8.9e-16,
+        hi = _bracket_decreasing(lambda t: fun(t) + crit, crit, hi=max(vscale, np.var(y) * 4))
+        return float(optimize.brentq(fun, 0.0, hi, xtol=control["tol"] * vscale, rtol=8.9e-16,
                                      maxiter=1000))
     return solve(crit_lo), solve(crit_hi)
 
@@ -588,8 +594,10 @@ def rma(yi, vi=None, *, sei=None, studies=None, method: str | None = None, test:
     preset : {"revman5", "revman_web"}, optional
         See :data:`PRESETS`.
     control : dict, optional
-        ``threshold`` (tau² step for Fisher scoring / EB; 1e-10), ``maxiter`` (1000),
-        ``tol`` (root-finding tolerance for PM and Q-profile; 1e-12).
+        ``threshold`` (Fisher scoring / EB stop when a tau² step is below threshold x
+        (tau² + mean vi); 1e-10), ``maxiter`` (1000), ``tol`` (root-finding tolerance for PM
+        and Q-profile, times mean vi; 1e-12). Both are relative to the scale of the data, so
+        results are equivariant under yi -> c yi, vi -> c² vi.
 
     Returns
     -------
