@@ -818,6 +818,21 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
         k = a.size
     if k == 0:
         raise DataError("no 2x2 table with complete counts", column="ai")
+    # a table with zero events, or all events, in both arms carries no information on a
+    # ratio (and its RD of 0 has variance 0): when every table is like that, the MH estimate
+    # is undefined (0/0) -- say so instead of dividing by zero
+    uninformative = ((a == 0) & (c == 0)) | ((b == 0) & (d == 0))
+    name = {"OR": "odds ratio", "RR": "risk ratio", "RD": "risk difference"}[measure]
+
+    def _undefined():
+        return EstimationError(
+            f"MH {name} undefined: every table ({k}) has zero events or all events in both "
+            f"arms, so the data carry no information on the {measure}"
+            + ("; use --method FE (inverse variance with continuity correction) for an RD of 0"
+               if measure == "RD" else
+               "; use --measure RD (defined as 0 here) or report the event counts only"))
+    if uninformative.all() and not (revman5 and measure == "RD"):
+        raise _undefined()
     # per-study yi/vi for Q (metafor: add=1/2, to="only0", drop00=TRUE)
     # metafor drops double-zero tables from Q for every measure (drop00=TRUE); RevMan 5 keeps
     # them for RD (an RD of 0 is estimable) and drops them for OR/RR
@@ -881,6 +896,11 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
             var = (est * Pp.sum() + Qq.sum()) / W.sum() ** 2
         else:
             var = np.sum((a * b * n2 ** 3 + c * d * n1 ** 3) / (n1 * n2 * N ** 2)) / W.sum() ** 2
+    if not (np.isfinite(var) and var > 0):
+        if uninformative.all():
+            raise _undefined()
+        raise EstimationError(f"MH {name} undefined: its variance is {float(var):g} (no "
+                              f"information in the tables); check the counts")
     se = math.sqrt(var)
     zc = stats.norm.ppf(0.5 + level / 2)
     yq, vq = yy[usable], vy[usable]
