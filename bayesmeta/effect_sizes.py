@@ -181,6 +181,23 @@ def continuity_correct(ai, bi, ci, di, *, cc=0.5, cc_policy="only0", drop00=Fals
     return a, b, c, d, corr, dropped
 
 
+def _refuse_all_double_zero(ai, bi, ci, di, measure, file=None):
+    """OR/RR are not estimable when every table has zero (or all) events in both arms: any
+    value would come from the continuity correction alone (0.5 everywhere gives log 1 = 0)."""
+    a, b, c, d = (np.asarray(x, dtype=float) for x in (ai, bi, ci, di))
+    finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(c) & np.isfinite(d)
+    dbl = ((a == 0) & (c == 0)) | ((b == 0) & (d == 0))
+    n = int(finite.sum())
+    if n and dbl[finite].all():
+        what = ("zero events" if (a[finite] == 0).all() and (c[finite] == 0).all()
+                else "zero events (or all events)")
+        raise DataError(
+            f"all {n} stud{'y has' if n == 1 else 'ies have'} {what} in both arms: the "
+            f"{measure} is not estimable (any value would come from the continuity correction "
+            f"alone)", file=file,
+            fix="Use the risk difference (--measure RD), which is defined (0) for such tables.")
+
+
 def escalc(measure: str, data=None, *, cc: float = 0.5, cc_policy: str = "only0",
            drop00: bool = False, smd_correction: str = "exact", smd_vtype: str | None = None,
            file=None, **arrays) -> pd.DataFrame:
@@ -284,6 +301,8 @@ def escalc(measure: str, data=None, *, cc: float = 0.5, cc_policy: str = "only0"
                             fix="add the sampling variance (vi) or standard error (sei)")
     else:
         ai, bi, ci, di = _two_by_two(df, file)
+        if measure in ("OR", "RR"):
+            _refuse_all_double_zero(ai, bi, ci, di, measure, file)
         a, b, c, d, _, _ = continuity_correct(ai, bi, ci, di, cc=cc, cc_policy=cc_policy,
                                               drop00=drop00, measure=measure, labels=labels)
         n1, n2 = a + b, c + d

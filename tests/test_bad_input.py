@@ -256,10 +256,6 @@ def test_one_study_is_a_clear_warning(capsys, tmp_path):
     assert '"estimate": 1.0' in out and '"k": 1' in out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "all-double-zero 2x2 data give a fabricated OR/RR (0.5 added everywhere, log OR = 0) with "
-    "only a continuity-correction warning: bayesmeta/cli/_classical.py:run / "
-    "bayesmeta/effect_sizes.py:escalc should refuse (no information on OR/RR)"))
 @pytest.mark.parametrize("measure", ["OR", "RR"])
 def test_all_double_zero_ratio_is_refused(capsys, tmp_path, measure):
     """Every study with zero events in both arms carries no information about OR/RR: refuse,

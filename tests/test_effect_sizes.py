@@ -104,6 +104,20 @@ def test_drop00_excludes_double_zero_with_message():
     assert len(out) == 4                       # rows are never silently removed
 
 
+@pytest.mark.parametrize("measure", ["OR", "RR"])
+@pytest.mark.parametrize("drop00", [False, True])
+def test_all_double_zero_ratio_refused(measure, drop00):
+    """Closed form: with zero events in both arms of every table the likelihood of OR/RR is
+    flat, so no estimate exists; 0.5 everywhere would give log(1) = 0 from the correction
+    alone. Refuse with a DataError naming the file and pointing to RD (defined: 0)."""
+    data = dict(ai=[0, 0], n1i=[10, 12], ci=[0, 0], n2i=[10, 11], study=["A", "B"])
+    with pytest.raises(DataError, match=r"all 2 studies have zero events in both arms.*RD") as e:
+        escalc(measure, data, drop00=drop00, file="zero.csv")
+    assert "zero.csv" in str(e.value)
+    rd = escalc("RD", data)                     # RD stays defined
+    assert np.isfinite(rd["yi"]).all()
+
+
 def test_cc_none_gives_missing_and_says_so():
     with pytest.warns(DataWarning, match="undefined OR"):
         out = escalc("OR", SPARSE, cc_policy="none")
