@@ -516,7 +516,8 @@ def validate_measure_columns(df: pd.DataFrame, measure: str, *, file=None) -> pd
         x = vals[c]
         _fail_rows(df, x != np.round(x), file=file, column=c, rows=rows,
                    problem=lambda v: f"must be a whole number, got {v}",
-                   fix="Counts and sample sizes are integers.")
+                   fix="Counts and sample sizes are integers: correct the value against the "
+                       "source, or remove the row.")
         _fail_rows(df, x < minimum, file=file, column=c, rows=rows,
                    problem=lambda v: f"must be >= {minimum}, got {v}", fix=why)
 
@@ -526,15 +527,18 @@ def validate_measure_columns(df: pd.DataFrame, measure: str, *, file=None) -> pd
                        problem=lambda v: f"SD must be > 0, got {v}",
                        fix="Check the SD against the source (an SE or a variance typed as SD?).")
         for c in ("n1i", "n2i"):
-            whole(c, 2, f"{m} needs at least 2 patients per arm to have an SD.")
+            whole(c, 2, f"{m} needs at least 2 patients per arm to have an SD: correct the "
+                  f"value against the source, or remove the row.")
     elif m == "MC":
         _fail_rows(df, vals["sdi"] <= 0, file=file, column="sdi", rows=rows,
                    problem=lambda v: f"SD must be > 0, got {v}",
                    fix="Check the SD against the source.")
-        whole("ni", 1, "A study needs at least 1 patient.")
+        whole("ni", 1, "A study needs at least 1 patient: correct the value against the "
+                       "source, or remove the row.")
     elif m in ("OR", "RR", "RD", "PETO"):
         for c in cols:
-            whole(c, 0, "Counts cannot be negative.")
+            whole(c, 0, "Counts cannot be negative: correct the value against the source, "
+                        "or remove the row.")
         if "n1i" in cols:
             for ev, n in (("ai", "n1i"), ("ci", "n2i")):
                 _fail_rows(df, vals[n] < 1, file=file, column=n, rows=rows,
@@ -559,7 +563,8 @@ def validate_measure_columns(df: pd.DataFrame, measure: str, *, file=None) -> pd
         v = cols[1]
         _fail_rows(df, vals[v] <= 0, file=file, column=v, rows=rows,
                    problem=lambda x: f"{v} must be > 0, got {x}",
-                   fix="A study needs a positive sampling variance (or SE).")
+                   fix="A study needs a positive sampling variance (or SE): check the value "
+                       "against the source (a rounded 0? a sign lost?), or remove the row.")
     return df
 
 

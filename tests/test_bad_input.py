@@ -99,9 +99,6 @@ def write(path: Path, content) -> Path:
 # Every message must name the file; row/column fragments are listed per case.
 FIX = re.compile(r"(?i)\b(check|use|enter|fill|remove|re-save|rename|did you mean|add|put|give|"
                  r"write|type|replace|swap|provide)\b")
-NOFIX = pytest.mark.xfail(strict=True, reason=(
-    "message states the rule but not what to do (no fix): bayesmeta/io.py:"
-    "validate_measure_columns (whole()/GEN checks)"))
 CSV_CASES = [
     ("missing-required-column", "study,m1i,sd1i,n1i,m2i,sd2i\nA,1,1,10,0,1\n", "MD", [],
      ["row 1", "column 'n2i'", "n2i"]),
@@ -190,16 +187,8 @@ CSV_CASES = [
 ]
 
 
-NOFIX_CASES = ("n-zero", "n-negative-one-arm", "n-not-integer", "negative-events",
-               "events-not-integer", "gen-vi-not-positive", "gen-sei-negative")
-BY_NOFIX = pytest.mark.xfail(strict=True, reason=(
-    "--by column not found: no fix/did-you-mean in the message: "
-    "bayesmeta/cli/_classical.py:run"))
-
-
 def _csv_param(c):
-    marks = NOFIX if c[0] in NOFIX_CASES else BY_NOFIX if c[0] == "by-column-missing" else ()
-    return pytest.param(*c[1:], id=c[0], marks=marks)
+    return pytest.param(*c[1:], id=c[0])
 
 
 @pytest.mark.parametrize("content,measure,extra,needles", [_csv_param(c) for c in CSV_CASES])

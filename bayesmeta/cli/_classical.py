@@ -90,7 +90,7 @@ def run(args) -> int:
     from scipy import stats
 
     from bayesmeta.exceptions import DataError
-    from bayesmeta.io import read_table, validate_measure_columns
+    from bayesmeta.io import read_table, suggest_column, validate_measure_columns
 
     m = args.measure
     method = args.method or ("PETO" if m == "PETO" else "DL" if args.preset == "revman5"
@@ -111,9 +111,13 @@ def run(args) -> int:
     df = read_table(args.data, text=text + ("study",))
     validate_measure_columns(df, "OR" if m == "PETO" else m, file=args.data)
     if args.by and args.by not in df.columns:
-        raise DataError(f"--by column {args.by!r} not found; the table has: "
-                        f"{', '.join(map(str, df.columns))}", file=args.data, row=1,
-                        column=args.by)
+        cols = [str(c) for c in df.columns]
+        sug = suggest_column(args.by, cols)
+        raise DataError(f"--by column {args.by!r} not found; available: {', '.join(cols)}",
+                        file=args.data, row=1, column=args.by,
+                        fix=(f"Did you mean --by {sug}?" if sug else
+                             "Give --by the header of the subgroup column (or add that "
+                             "column to the file)."))
     if method in ("MH", "PETO") and args.preset == "revman_web":
         test = "z"
     with warnings.catch_warnings():
