@@ -366,7 +366,8 @@ def exact_batch(Y, V, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
     if Y0.shape[0] > block:
         Vn = np.where(mask, V0, np.nan)
         parts = [exact_batch(Y0[i:i + block], Vn[i:i + block], tau_prior=tau_prior,
-                             mu_prior=mu_prior, level=level, G=G, h1=h1, lo_rel=lo_rel, hi_rel=hi_rel, quantiles=quantiles,
+                             mu_prior=mu_prior, level=level, G=G, h1=h1, lo_rel=lo_rel,
+                             hi_rel=hi_rel, quantiles=quantiles,
                              median=median, block=block)
                  for i in range(0, Y0.shape[0], block)]
         return pd.concat(parts, ignore_index=True)

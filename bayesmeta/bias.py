@@ -579,7 +579,8 @@ def _trimfill_core(yi0, vi0, labels, method, estimator, side, level, maxiter):
     return TrimFillResult(
         estimator=estimator, side=side, method=method, k=k, k0=k0, se_k0=float(se_k0),
         p_k0=p_k0, estimate=f.estimate, se=f.se, statistic=f.statistic, p_value=f.p,
-        ci_low=f.ci_low, ci_high=f.ci_high, tau2=f.tau2, q=f.q, i2=f.i2, level=level, yi=tuple(map(float, yall)),
+        ci_low=f.ci_low, ci_high=f.ci_high, tau2=f.tau2, q=f.q, i2=f.i2, level=level,
+        yi=tuple(map(float, yall)),
         vi=tuple(map(float, vall)), study=tuple(names), filled=tuple(filled))
 
 
