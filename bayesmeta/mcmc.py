@@ -100,7 +100,7 @@ class SamplerSettings:
     tune: int = 1000
     chains: int = 4
     cores: int = 2
-    target_accept: float = 0.95
+    target_accept: float = 0.99  # 0.95 gave 4 divergences on a k = 2 NNHM
     sampler: str = "nutpie"
     seed: int = 20240601
 
