@@ -341,6 +341,32 @@ def _wls(y, v, X, tau2) -> _WLS:
     return _WLS(y, v, X, tau2)
 
 
+def _score(y, v, X, tau2, method):
+    """Score of the (restricted) log-likelihood in tau² (times 2): y'PPy - tr P (REML) or
+    y'PPy - sum w (ML), with P as in :class:`_WLS` (Py = w e)."""
+    f = _WLS(y, v, X, tau2)
+    Py = f.Py
+    return float(Py @ Py) - (f.trP if method == "REML" else float(f.w.sum()))
+
+
+def _score_root(y, v, X, method, xtol, maxiter):
+    """tau² solving the score equation, or 0 when the score is <= 0 at the boundary; None
+    if no sign change can be bracketed (the caller then warns)."""
+    u0 = _score(y, v, X, 0.0, method)
+    if u0 <= 0:
+        return 0.0
+    hi = max(float(np.mean(v)), float(np.var(y)), 1e-300)
+    for _ in range(200):
+        if _score(y, v, X, hi, method) < 0:
+            break
+        hi *= 2.0
+    else:
+        return None
+    root, r = optimize.brentq(lambda t: _score(y, v, X, t, method), 0.0, hi, xtol=xtol,
+                              rtol=8.9e-16, maxiter=maxiter, full_output=True, disp=False)
+    return float(root) if r.converged else None
+
+
 def _qgen(y, v, X, tau2):
     """Generalised Q: y'P(tau2)y."""
     return _WLS(y, v, X, tau2).ypy
@@ -428,6 +454,13 @@ def _tau2(y, v, X, method, control):
             t = new
             if change < control["threshold"] * (t + vscale):
                 return t, True, it, math.nan
+        # the fixed-point iteration cycled; its fixed point solves sum w (k/(k-p) e² - v - t) = 0,
+        # i.e. Q_gen(t) = k - p: the Paule-Mandel equation (EB and PM are the same estimator;
+        # metafor 3.8-1 EB with stepadj = 0.5 gives 0.0353997850139 on tests/test_classical.py's
+        # cycling example, our PM root 0.0353997850142)
+        t_pm, ok, it_pm, _ = _tau2(y, v, X, "PM", control)
+        if ok:
+            return t_pm, True, maxiter + it_pm, math.nan
         _conv_warn("EB", maxiter, change, maxiter)
         return t, False, maxiter, math.nan
     if method in ("REML", "ML"):
@@ -448,6 +481,15 @@ def _tau2(y, v, X, method, control):
                 ft = _wls(y, v, X, t)
                 info = ft.trPP if method == "REML" else float(np.sum(ft.w * ft.w))
                 return t, True, it, math.sqrt(2.0 / info)
+        # Fisher scoring cycled (it can, e.g. with a few very precise studies among imprecise
+        # ones; metafor then stops with "did not converge"). The estimate is still well
+        # defined: the root of the score equation U(t) = y'PPy - tr P (REML) or
+        # y'PPy - sum w (ML), found by bracketing from the boundary.
+        root = _score_root(y, v, X, method, control["threshold"] * vscale, maxiter)
+        if root is not None:
+            ft = _wls(y, v, X, root)
+            info = ft.trPP if method == "REML" else float(np.sum(ft.w * ft.w))
+            return root, True, maxiter, math.sqrt(2.0 / info)
         _conv_warn(method, maxiter, change, maxiter)
         return t, False, maxiter, math.nan
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -287,3 +287,36 @@ def test_multilevel_frame_and_print():
     r = cl.fit_multilevel(m["yi"], m["vi"], m["study"], m["time"])
     results.check_frame(r.to_frame())
     assert "sigma^2.1" in str(r) and r.n_study == 2 and r.n_inner == 6
+
+
+# A dataset on which plain Fisher scoring (REML) and the EB fixed-point iteration cycle: metafor
+# 3.8-1 stops with "Fisher scoring algorithm did not converge" for both. References, metafor
+# 3.8-1 (R 4.2.2) printed with %.17g:
+#   rma(y, v, method="REML", control=list(stepadj=0.5, maxiter=1000, threshold=1e-12))
+#     tau2 = 2.3263038530566038, estimate = 1.7696298077489534, se = 0.91656458932093299
+#   rma(y, v, method="EB", control=list(stepadj=0.5, maxiter=5000, threshold=1e-12))
+#     tau2 = 0.035399785013930658
+CYCLING_Y = [0.75970689, 7.32961295, 0.34568303, -0.091821, 0.84494595, 4.70121927,
+             3.03044257, 0.01576841, 6.25137991, 1.27434748, -0.99056711, 2.83413869,
+             -1.95862665]
+CYCLING_V = [4.01254948, 36.04342429, 46.94079995, 39.39823584, 8.6159747, 1.41747963,
+             19.51080815, 1.01811744, 28.49265488, 6.62549193, 19.71831982, 29.6056644,
+             23.89917938]
+
+
+def test_reml_converges_where_fisher_scoring_cycles():
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")  # no ConvergenceWarning: the estimate is found
+        r = cl.rma(CYCLING_Y, CYCLING_V, method="REML")
+    assert r.converged
+    np.testing.assert_allclose(r.tau2, 2.3263038530566038, rtol=1e-8)
+    np.testing.assert_allclose(r.estimate, 1.7696298077489534, rtol=1e-8)
+    np.testing.assert_allclose(r.se, 0.91656458932093299, rtol=1e-7)
+
+
+def test_eb_converges_where_fixed_point_cycles():
+    r = cl.rma(CYCLING_Y, CYCLING_V, method="EB")
+    assert r.converged
+    np.testing.assert_allclose(r.tau2, 0.035399785013930658, rtol=1e-8)
