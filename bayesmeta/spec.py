@@ -511,9 +511,12 @@ def _contradictions(v: _Validator, s: dict[str, dict]):
                 "classical", "method", fix="Use preset = 'revman_web' for REML.")
     if c.get("preset") == "revman_web" and method in ("DL",) and "method" in c:
         bad("preset 'revman_web' uses REML; method = 'DL' contradicts it", "classical", "method")
-    if b.get("engine") == "exact" and b.get("model", "nnhm") != "nnhm":
-        bad(f"engine 'exact' exists for model 'nnhm' only, got model '{b.get('model')}'",
-            "bayes", "engine", fix="Use engine = 'mcmc'.")
+    engine = b.get("engine", SCHEMA["bayes"]["engine"].default)
+    model = b.get("model", SCHEMA["bayes"]["model"].default)
+    if engine == "exact" and model != "nnhm":
+        given = "" if "engine" in b else " (the default engine)"
+        bad(f"engine 'exact'{given} exists for model 'nnhm' only, got model '{model}'",
+            "bayes", "engine" if "engine" in b else "model", fix="Set engine = 'mcmc'.")
     if sens.get("rho") and kind != "survival_published":
         bad("'rho' (within-source correlation over time) applies to kind "
             "'survival_published' only", "sensitivity", "rho")

@@ -451,16 +451,8 @@ SPEC_CASES = [
 ]
 
 
-ENGINE_DEFAULT = pytest.mark.xfail(strict=True, reason=(
-    "model = 'nested' with the default engine ('exact', which exists for nnhm only) is "
-    "accepted: the check reads b.get('engine') without its default: "
-    "bayesmeta/spec.py:_contradictions"))
-
-
 @pytest.mark.parametrize("text,line_of,needles", [
-    pytest.param(*c[1:], id=c[0],
-                 marks=ENGINE_DEFAULT if c[0].startswith("contradictory-exact-nested") else ())
-    for c in SPEC_CASES])
+    pytest.param(*c[1:], id=c[0]) for c in SPEC_CASES])
 def test_spec_validate(capsys, project, text, line_of, needles):
     spec = _spec(project, text)
     line = error_line(*cli(capsys, "validate", spec), validate=True)
