@@ -40,7 +40,7 @@ from scipy import stats
 
 from bayesmeta import audit as _audit
 from bayesmeta import plots, results
-from bayesmeta.exceptions import BayesMetaError, SpecError
+from bayesmeta.exceptions import BayesMetaError, EstimationError, SpecError
 from bayesmeta.report import AnalysisOutput, write_report
 from bayesmeta.spec import AnalysisSpec, expand_spec_args, load_spec
 
@@ -1221,7 +1221,16 @@ def run_spec(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     """Run one validated spec through its kind function."""
     fn = KINDS[spec.kind]
     t0 = time.perf_counter()
-    out = fn(spec, ctx)
+    try:
+        out = fn(spec, ctx)
+    except (BayesMetaError, OSError):
+        raise  # already a one-line message (the CLI formats OSError itself)
+    except Exception as err:  # noqa: BLE001 - an unexpected failure (sampler crash, bug)
+        what = " ".join(str(err).split()) or "no message"
+        raise EstimationError(
+            f"analysis '{spec.name}' ({spec.kind}) failed: {type(err).__name__}: {what}. "
+            "Rerun with --debug for the traceback; if the data and spec look right, please "
+            "report it as a bug") from err
     out.seconds = time.perf_counter() - t0
     out.provenance.update({
         "spec": str(spec.path.name), "spec_sha256": spec.sha256,

@@ -130,9 +130,6 @@ def test_sampler_failure_is_an_error_and_keeps_previous_report(capsys, project, 
     assert leftovers(project, "report") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an unexpected sampler exception (not a BayesMetaError) escapes as a traceback; the runner "
-    "should turn it into a one-line error naming the analysis: bayesmeta/runner.py:run_spec"))
 def test_unexpected_sampler_crash_is_one_line(capsys, project, monkeypatch):
     import bayesmeta.mcmc
 
