@@ -42,7 +42,7 @@ from bayesmeta import audit as _audit
 from bayesmeta import plots, results
 from bayesmeta.exceptions import BayesMetaError, EstimationError, SpecError
 from bayesmeta.report import AnalysisOutput, write_report
-from bayesmeta.spec import AnalysisSpec, expand_spec_args, load_spec
+from bayesmeta.spec import AnalysisSpec, expand_spec_args, load_spec, read_data
 
 Z975 = float(stats.norm.ppf(0.975))
 
@@ -76,11 +76,14 @@ class RunContext:
 # helpers
 # --------------------------------------------------------------------------------------------
 def _read(path: Path) -> pd.DataFrame:
+    """A bundled table (the published numbers a spec audits against): UTF-8, checksummed."""
     return pd.read_csv(path, keep_default_na=True)
 
 
-def _dataset_frame(name_or_path: Path) -> pd.DataFrame:
-    return _read(name_or_path)
+def _dataset_frame(spec: AnalysisSpec) -> pd.DataFrame:
+    """The spec's data: a user file read and validated by ``bayesmeta.io`` (via
+    :func:`bayesmeta.spec.read_data`, errors name file, row and column), or a bundled dataset."""
+    return read_data(spec)
 
 
 def _sha256(path: Path) -> str:
@@ -213,7 +216,7 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     name, outc = spec.name, spec.analysis.outcome or "MELD"
     out = AnalysisOutput(name=name, title=spec.analysis.title, kind=spec.kind,
                          description=spec.analysis.description, fast=ctx.fast)
-    arms = _dataset_frame(spec.data_path)
+    arms = _dataset_frame(spec)
     tcol, scol = spec.data.time, spec.data.study
     es = escalc(spec.data.measure, arms)
     weeks = [str(t) for t in dict.fromkeys(es[tcol])]
@@ -308,7 +311,8 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
         if len(mr):
             mr = mr.iloc[0]
             bover = (mr["estimate"], mr["ci_low"], mr["ci_high"], mr["method"])
-    arm_text = pd.read_csv(spec.data_path, dtype=str, keep_default_na=False)
+    arm_text = pd.read_csv(spec.data_path, dtype=str, keep_default_na=False,
+                           encoding="utf-8-sig")  # validated above: UTF-8 (BOM allowed)
     aud = _audit.audit_fig3(es, pub, sub, labels=labels, analysis=name, bayes_subtotal=bsub,
                             bayes_theta=btheta, bayes_overall=bover, arm_text=arm_text)
     out.tables["audit"] = aud
@@ -439,7 +443,7 @@ def run_one_arm(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     name, outc = spec.name, spec.analysis.outcome or "MELD"
     out = AnalysisOutput(name=name, title=spec.analysis.title, kind=spec.kind,
                          description=spec.analysis.description, fast=ctx.fast)
-    arms = _dataset_frame(spec.data_path)
+    arms = _dataset_frame(spec)
     if {"mi", "sdi", "ni"} <= set(arms.columns):
         one = arms
     else:  # two-arm table: the experimental (MSC) arm, group 1
@@ -569,7 +573,7 @@ def run_one_arm(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
 def _published_subset(spec: AnalysisSpec) -> pd.DataFrame:
     from bayesmeta.published import to_analysis_scale
 
-    df = _dataset_frame(spec.data_path)
+    df = _dataset_frame(spec)
     d = spec.data
     if d.outcomes:
         df = df[df[d.outcome_column].isin(d.outcomes)]
@@ -734,7 +738,7 @@ def run_generic(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     tf = spec.report.transform
     out = AnalysisOutput(name=name, title=spec.analysis.title, kind=spec.kind,
                          description=spec.analysis.description, fast=ctx.fast)
-    raw = _dataset_frame(spec.data_path)
+    raw = _dataset_frame(spec)
     es = escalc(m, raw)
     es = es[np.isfinite(es["yi"]) & np.isfinite(es["vi"])].reset_index(drop=True)
     labels = es[spec.data.study].astype(str).tolist()

@@ -210,6 +210,8 @@ class AnalysisSpec:
     report: Any
     provenance: Any
     published_path: Path | None = None
+    #: the validated data table of a user file (read once by :func:`load_spec`)
+    frame: Any = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -589,14 +591,20 @@ def _check_priors(v: _Validator, s: dict[str, dict]):
     return parsed
 
 
-def _check_columns(v: _Validator, s: dict[str, dict], data_path: Path):
-    """Columns named in the spec exist in the data; listed outcomes occur in it."""
+def _bundled_header(data_path: Path, outcome_column: str):
+    """Header and outcome values of a bundled (UTF-8, checksummed) dataset file."""
     import csv
 
-    with open(data_path, newline="", encoding="utf-8") as fh:
+    with open(data_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        rows = list(reader) if s["data"].get("outcomes") else []
+        rows = list(reader) if outcome_column in header else []
+    return header, [r[outcome_column] for r in rows]
+
+
+def _check_columns(v: _Validator, s: dict[str, dict], data_path: Path, header: list[str],
+                   outcome_values: list[str]):
+    """Columns named in the spec exist in the data; listed outcomes occur in it."""
     d, c = s["data"], s.get("classical", {})
     named = [("data", k, d.get(k, SCHEMA["data"][k].default))
              for k in ("study", "time", "subgroup", "outcome_column")]
@@ -610,13 +618,115 @@ def _check_columns(v: _Validator, s: dict[str, dict], data_path: Path):
             raise v.error(f"column {col!r} not in {data_path.name} (columns: {header})",
                           section=sec, key=key, fix=f"Did you mean '{sug}'?" if sug else None)
     if d.get("outcomes"):
-        present = sorted({r[d["outcome_column"]] for r in rows})
+        present = sorted(set(outcome_values))
         for o in d["outcomes"]:
             if o not in present:
                 sug = _suggest(o, present)
                 raise v.error(f"outcome {o!r} not in column {d['outcome_column']!r} of "
                               f"{data_path.name} (values: {present})", section="data",
                               key="outcomes", fix=f"Did you mean '{sug}'?" if sug else None)
+
+
+# --------------------------------------------------------------------------------------------
+# the data a spec names: read and validated as every CLI command does (bayesmeta.io)
+# --------------------------------------------------------------------------------------------
+def _setting(d, key: str):
+    """A [data] setting from the raw section dict or a DataSection, with its default."""
+    if isinstance(d, dict):
+        return d.get(key, SCHEMA["data"][key].default)
+    return getattr(d, key)
+
+
+def _read_user_table(data_path: Path, **kw):
+    """A user's CSV through :func:`bayesmeta.io.read_table` (encoding, delimiter, decimal
+    commas, dashes, non-numeric and infinite values: a ``DataError`` naming file, row, column)."""
+    from bayesmeta import io
+
+    return io.read_table(data_path, name=str(data_path), **kw)
+
+
+def _row_key(d, columns) -> list[str]:
+    """Columns identifying a study row: the study column plus time/subgroup (the spec's, and
+    columns literally named ``time``/``subgroup`` as :func:`bayesmeta.io.read_table` does)."""
+    key = [_setting(d, "study")]
+    for k in ("time", "subgroup"):
+        for col in (_setting(d, k), k):
+            if col and col in columns and col not in key:
+                key.append(col)
+    return key
+
+
+def _validate_values(data_path: Path, kind: str, d, frame):
+    """Check the values of a user table for the spec's measure; returns the validated frame.
+
+    Study rows: duplicate studies (per time/subgroup) and the measure's columns and values
+    (:func:`bayesmeta.io.validate_measure_columns`; the one-arm kind accepts the experimental
+    arm ``m1i, sd1i, n1i`` of a two-arm table). Published pooled rows (of the selected
+    outcomes): :func:`bayesmeta.io.validate_published` in audit mode (an estimate outside its
+    printed CI is kept for the audit; reversed CIs and ratios <= 0 are errors).
+    """
+    import warnings
+
+    from bayesmeta import io
+
+    measure = _setting(d, "measure")
+    if _setting(d, "row_kind") == "published_pooled":
+        sub = frame
+        oc, outcomes = _setting(d, "outcome_column"), _setting(d, "outcomes")
+        if outcomes and oc in frame.columns:
+            mask = frame[oc].astype(str).isin([str(o) for o in outcomes]).to_numpy()
+            sub = frame[mask].reset_index(drop=True)
+            sub.attrs = dict(frame.attrs)
+            sub.attrs["rows"] = [r for r, m in zip(frame.attrs["rows"], mask) if m]
+        del sub  # published rows: checked by the runner
+        return frame
+    key = _row_key(d, frame.columns)
+    with warnings.catch_warnings():  # the first read already warned
+        warnings.simplefilter("ignore")
+        frame = _read_user_table(data_path, required=key[:1], unique=key)
+    if kind == "one_arm" and not {"mi", "sdi", "ni"} <= set(frame.columns) and \
+            {"m1i", "sd1i", "n1i"} <= set(frame.columns):
+        one = frame.rename(columns={"m1i": "mi", "sd1i": "sdi", "n1i": "ni"})
+        one.attrs = dict(frame.attrs)
+        io.validate_measure_columns(one, "MC", file=str(data_path))
+    else:
+        io.validate_measure_columns(frame, "MC" if kind == "one_arm" else measure,
+                                    file=str(data_path))
+    return frame
+
+
+def _as_read_csv(frame):
+    """The validated table with :func:`pandas.read_csv`'s conventions the runner expects:
+    empty text cells are NaN, integer columns with blanks are float."""
+    import numpy as np
+
+    out = frame.copy()
+    for c in out.columns:
+        col = out[c]
+        if str(col.dtype) == "Int64":
+            out[c] = col.astype(float)
+        elif col.dtype == object:
+            out[c] = col.where(col.astype(str).str.strip() != "", np.nan)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def read_data(spec: AnalysisSpec):
+    """The spec's data table as a DataFrame.
+
+    A user file (``[data] path``) is read with :func:`bayesmeta.io.read_table` and validated
+    for the spec's measure (the frame :func:`load_spec` validated is reused); a bundled dataset
+    is read as shipped (it is checksummed and tested).
+    """
+    import pandas as pd
+
+    if spec.data.dataset:
+        return pd.read_csv(spec.data_path, keep_default_na=True)
+    frame = spec.frame
+    if frame is None:
+        frame = _validate_values(spec.data_path, spec.kind, spec.data,
+                                 _read_user_table(spec.data_path, unique=None))
+    return _as_read_csv(frame)
 
 
 def _prior_scale(p):
@@ -627,7 +737,7 @@ def _prior_scale(p):
     return None
 
 
-def load_spec(path, *, check_priors: bool = True) -> AnalysisSpec:
+def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> AnalysisSpec:
     """Read and validate one spec file.
 
     Parameters
@@ -636,6 +746,9 @@ def load_spec(path, *, check_priors: bool = True) -> AnalysisSpec:
         A ``.toml`` file.
     check_priors : bool
         Parse every prior string with :mod:`bayesmeta.priors` (default True).
+    check_data : bool
+        Validate the values of a user data file for the measure (default True; validate early):
+        the same checks ``bayesmeta run`` and ``bayesmeta classical`` apply.
 
     Returns
     -------
@@ -648,6 +761,9 @@ def load_spec(path, *, check_priors: bool = True) -> AnalysisSpec:
         type, unknown kind/measure/method/prior, prior scale <= 0, a data path outside the
         project, a missing data file, or contradictory settings. The message names file, line
         and key.
+    DataError
+        A user data file that ``bayesmeta.io`` refuses (encoding, delimiter, non-numeric or
+        impossible values, duplicate studies, bad published rows): names file, row and column.
     """
     path = Path(path)
     if not path.is_file():
@@ -674,14 +790,28 @@ def load_spec(path, *, check_priors: bool = True) -> AnalysisSpec:
     published_path = None
     if d.get("published"):
         published_path = _resolve_data(v, path, "data", "published", d["published"], True)
-    _check_columns(v, s, data_path)
+    frame = None
+    if is_ds:
+        header, outcome_values = _bundled_header(data_path, d.get("outcome_column", ""))
+    else:  # a user file: read as every command reads data (bayesmeta.io), errors name the row
+        frame = _read_user_table(data_path, unique=None)
+        oc = d.get("outcome_column", "")
+        header = [str(c) for c in frame.columns]
+        outcome_values = (frame[oc].astype(str).str.strip().tolist() if oc in frame.columns
+                          else [])
+    _check_columns(v, s, data_path, header, outcome_values)
     if check_priors:
         _check_priors(v, s)
+    if frame is not None and check_data:
+        frame = _validate_values(data_path, s["analysis"]["kind"], d, frame)
+    elif frame is not None:
+        frame = None  # not validated: read_data validates when the data are used
     sections = {}
     for name, cls in SECTION_CLASSES.items():
         sections[name] = cls(**s.get(name, {}))
     return AnalysisSpec(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
-                        data_path=data_path, published_path=published_path, **sections)
+                        data_path=data_path, published_path=published_path, frame=frame,
+                        **sections)
 
 
 # --------------------------------------------------------------------------------------------

@@ -491,10 +491,6 @@ def test_spec_not_utf8(capsys, project):
 
 
 # -- data files named by a spec: `run` must check them as `classical` does (io.read_table) -----
-RUN_DATA_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "spec data are read with pandas.read_csv, not io.read_table: messages lack the file name "
-    "(and show np.float64 reprs), duplicates/encodings pass or crash — "
-    "bayesmeta/runner.py:_read/run_generic and bayesmeta/spec.py:_check_columns"))
 RUN_DATA_CASES = [
     ("negative-sd", MD + "A,1,-1,10,0,1,10\n" + MD_OK, ["row 2", "column 'sd1i'", "-1"]),
     ("non-numeric", MD + "A,1,abc,10,0,1,10\n" + MD_OK, ["row 2", "column 'sd1i'", "'abc'"]),
@@ -508,7 +504,6 @@ RUN_DATA_CASES = [
 ]
 
 
-@RUN_DATA_XFAIL
 @pytest.mark.parametrize("content,needles", [c[1:] for c in RUN_DATA_CASES],
                          ids=[c[0] for c in RUN_DATA_CASES])
 def test_run_bad_data_file(capsys, project, content, needles):
@@ -520,9 +515,6 @@ def test_run_bad_data_file(capsys, project, content, needles):
     assert not out_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`bayesmeta validate` does not check the data values a spec names (validate early, "
-    "style §10.5): bayesmeta/spec.py:load_spec/_check_columns"))
 def test_validate_checks_data_values(capsys, project):
     write(project / "data.csv", MD + "A,1,-1,10,0,1,10\n" + MD_OK)
     spec = _spec(project, SPEC)

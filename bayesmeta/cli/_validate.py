@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bayesmeta.exceptions import SpecError
+from bayesmeta.exceptions import BayesMetaError
 
 
 def add_parser(subparsers):
@@ -28,7 +28,7 @@ def run(args) -> int:
     for path in paths:
         try:
             spec = load_spec(path)
-        except SpecError as err:
+        except BayesMetaError as err:  # SpecError, or DataError for the data it names
             bad += 1
             print(f"error: {err}", file=sys.stderr)
             continue
