@@ -534,9 +534,6 @@ row_kind = "published_pooled"
 outcome_column = "outcome"
 '''
 PUB = "outcome,measure,estimate,ci_low,ci_high\n"
-PUB_NOLOC = pytest.mark.xfail(strict=True, reason=(
-    "published rows are checked without file and row (io.validate_published is not used): "
-    "bayesmeta/runner.py:_published_subset / bayesmeta/published.py:to_analysis_scale"))
 PUB_CASES = [
     ("ci-low-above-high", PUB + "rash,OR,0.8,0.5,1.2\ninfection,OR,0.9,1.4,0.6\n",
      ["row 3", "column 'ci_low'"]),
@@ -547,7 +544,6 @@ PUB_CASES = [
 ]
 
 
-@PUB_NOLOC
 @pytest.mark.parametrize("content,needles", [c[1:] for c in PUB_CASES],
                          ids=[c[0] for c in PUB_CASES])
 def test_run_bad_published_table(capsys, project, content, needles):
