@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bayesmeta.exceptions import DataError, SpecError
 from bayesmeta.mcmc import (MCMCResult, Report, SamplerSettings, _finish_tree, _get_compiled,
@@ -233,7 +234,9 @@ def fit_survival_published(times, or_, ci_low, ci_high, *, rho: float = 0.5,
     order = sorted(range(n), key=lambda i: _time_sort_key(t[i]))
     t = [t[i] for i in order]
     orr, lo, hi = orr[order], lo[order], hi[order]
-    z = float(np.sqrt(2.0) * __import__("scipy.special", fromlist=["erfinv"]).erfinv(ci_level))
+    if not (0.0 < ci_level < 1.0):
+        raise SpecError(f"Invalid ci_level {ci_level!r}: must be in (0, 1).")
+    z = float(stats.norm.ppf(0.5 + ci_level / 2.0))
     y = np.log(orr)
     se = (np.log(hi) - np.log(lo)) / (2.0 * z)
     if or_means == "death":
@@ -389,8 +392,17 @@ def fit_survival_counts(data, *, events: str = "deaths",
     Priors (logit/log-OR scale): gamma_k ~ N(-2, 1.5), beta0 ~ N(0, 1), sigma_baseline ~ HN(1),
     sigma_interval ~ HN(0.5), tau ~ HN(0.5).
 
-    ``control_survival`` default: the model's own typical control survival is *not* used for
-    NNT; the default :data:`DEFAULT_CONTROL_SURVIVAL` is, unless given.
+    ``control_survival``: the absolute differences and NNT use this user-set control-arm
+    survival (default :data:`DEFAULT_CONTROL_SURVIVAL`), not the model's fitted control
+    survival (reported separately as ``S_control[t]``).
+
+    Returns
+    -------
+    MCMCResult
+        Reported ``beta0``, ``sigma_interval``, ``tau``, ``sigma_baseline``, ``beta[t]``
+        (conditional log-OR of death in the interval ending at t), ``logOR[t]`` and
+        ``logOR_new[t]`` (cumulative survival log-OR; > 0 favours group 1), ``S_control[t]``;
+        ``extra["survival_table"]``.
     """
     df = _prepare_counts(data, events)
     times = sorted(dict.fromkeys(df["time"]), key=_time_sort_key)
