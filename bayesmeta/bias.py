@@ -169,16 +169,7 @@ def _method_label(method, test):
     return method + ("+KNHA" if test == "knha" else "")
 
 
-def _fmt(x, d=4):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "NA"
-    return f"{x:.{d}f}"
-
-
-def _fmt_p(p):
-    if p is None or math.isnan(p):
-        return "NA"
-    return "<.0001" if p < 1e-4 else f"{p:.4f}"
+_fmt, _fmt_p = classical._fmt, classical._fmt_p  # one number format for all printouts
 
 
 # --------------------------------------------------------------------------------------------

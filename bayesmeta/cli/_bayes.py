@@ -25,7 +25,7 @@ import json
 import math
 import warnings
 
-MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
+from bayesmeta.effect_sizes import MEASURES  # noqa: E402  (one list of measures)
 
 
 def add_parser(subparsers):

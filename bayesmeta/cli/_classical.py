@@ -27,7 +27,7 @@ import sys
 import warnings
 
 METHODS = ("FE", "MH", "PETO", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS")
-MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
+from bayesmeta.effect_sizes import MEASURES  # noqa: E402  (one list of measures)
 
 
 def add_parser(subparsers):
