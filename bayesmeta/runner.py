@@ -899,10 +899,17 @@ def run_survival_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutpu
     mu_prior = spec.bayes.mu_prior or None
     tau_prior = spec.bayes.tau_prior or None
     offset = [0]
+    exact = spec.bayes.engine == "exact"
+    n_draws = 4000 if ctx.fast else 40_000   # exact i.i.d. draws kept for the DataTree only
 
     def fit(rho, mu_p=None, sig_p=None):
         kw = ctx.sampling(spec, offset[0])
         offset[0] += 1
+        if exact:  # the model is Gaussian given sigma_time: quadrature, no sampling
+            return survival.fit_survival_published_exact(
+                times, orr, lo, hi, rho=rho, mu_prior=mu_p, sigma_prior=sig_p,
+                control_survival=p0, threshold=thr, analysis=name, outcome=outc,
+                n_draws=n_draws, seed=kw["seed"]), kw
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return survival.fit_survival_published(
@@ -1053,7 +1060,11 @@ def run_survival_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutpu
           "true log ORs are partially pooled over time around a common mean. Priors: "
           + "; ".join(f"{k} ~ {v}" for k, v in main.priors.items()) + ". These are the "
           "survival engine's defaults: a normal prior on the log OR that makes ORs beyond 20 "
-          "implausible, and half-normal time-to-time variation. " + _methods_mcmc(ctx, kw0)
+          "implausible, and half-normal time-to-time variation. "
+          + ("Given the time-to-time SD the model is Gaussian, so the posterior is computed "
+             "exactly by quadrature over it (bayesmeta.survival.fit_survival_published_exact; "
+             f"the stored draws are exact i.i.d. draws, seed {kw0['seed']})." if exact
+             else _methods_mcmc(ctx, kw0))
           + " " + main.diagnostics.line())
     out.p(f"Absolute benefit: control-arm survival {p0:.0%}. Source: "
           f"{spec.report.control_survival_source} The survival of MSC patients is the control "

@@ -515,9 +515,10 @@ def _contradictions(v: _Validator, s: dict[str, dict]):
         bad("preset 'revman_web' uses REML; method = 'DL' contradicts it", "classical", "method")
     engine = b.get("engine", SCHEMA["bayes"]["engine"].default)
     model = b.get("model", SCHEMA["bayes"]["model"].default)
-    if engine == "exact" and model != "nnhm":
+    if engine == "exact" and model not in ("nnhm", "survival"):
         given = "" if "engine" in b else " (the default engine)"
-        bad(f"engine 'exact'{given} exists for model 'nnhm' only, got model '{model}'",
+        bad(f"engine 'exact'{given} exists for models 'nnhm' and 'survival' only, got model "
+            f"'{model}'",
             "bayes", "engine" if "engine" in b else "model", fix="Set engine = 'mcmc'.")
     if sens.get("rho") and kind != "survival_published":
         bad("'rho' (within-source correlation over time) applies to kind "
