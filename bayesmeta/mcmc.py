@@ -9,6 +9,7 @@ Public API
 :func:`fit_binomial_normal`  exact binomial likelihood, study baselines, random log-OR
 :func:`fit_nested`           cells (subgroup x time) pooled toward subgroups, subgroups toward the
                              overall mean; study effect shared across time; tau per cell pooled
+:func:`fit_nested_many`      several nested datasets, one compiled model per structure (padding)
 :func:`prior_sensitivity`    refit over ``bayesmeta.priors.prior_sets`` -> tidy table
 :class:`SamplerSettings`     draws/tune/chains/cores/target_accept/sampler/seed
 :class:`MCMCResult`          frozen result: datatree, summary, diagnostics, timings, ``to_frame``
@@ -62,6 +63,7 @@ from bayesmeta.exceptions import DataError, DataWarning, EstimationError, SpecEr
 
 __all__ = [
     "SamplerSettings", "MCMCResult", "fit_nnhm", "fit_binomial_normal", "fit_nested",
+    "fit_nested_many",
     "prior_sensitivity", "clear_cache", "SAMPLER_MEASUREMENT", "ROW_KINDS",
 ]
 
@@ -172,7 +174,8 @@ def _get_compiled(key: tuple, builder) -> _Compiled:
 
 def _sample(comp: _Compiled, data: dict[str, np.ndarray], s: SamplerSettings):
     """Sample ``comp`` with ``data`` swapped in. Returns (datatree, compile_s, sampling_s)."""
-    data = {k: np.asarray(v, dtype=float) for k, v in data.items()}
+    data = {k: (np.asarray(v) if np.issubdtype(np.asarray(v).dtype, np.integer)
+                else np.asarray(v, dtype=float)) for k, v in data.items()}
     logging.getLogger("pymc").setLevel(logging.ERROR)  # pymc resets its level on import
     if s.sampler == "nutpie":
         import nutpie
@@ -771,67 +774,361 @@ def _prepare_nested(data, overlap: str) -> pd.DataFrame:
     return df
 
 
-def _build_nested(struct, mu_prior, het_prior, tau_prior, sigma_logtau_sd, yi, sei):
+# Prior parameters, indices and masks of the nested model are data (``pm.Data``): one compiled
+# model serves every dataset with the same *structure flags* (which levels exist), the same
+# padded sizes and the same prior *families*. See :func:`fit_nested_many`.
+
+def _prior_family(p) -> tuple[str, dict]:
+    """(cache-key part, {parameter: value}) of a prior whose parameters can be data.
+
+    Families not listed keep their parameters in the graph (the whole prior is in the key)."""
+    from bayesmeta import priors as P
+
+    t = type(p)
+    if t is P.Normal:
+        return "Normal", {"mean": p.mean, "sd": p.sd}
+    if t is P.HalfNormal:
+        return "HalfNormal", {"scale": p.scale}
+    if t is P.HalfCauchy:
+        return "HalfCauchy", {"scale": p.scale}
+    if t is P.HalfStudentT:
+        return f"HalfStudentT(nu={float(p.nu)!r})", {"scale": p.scale}
+    if t is P.Exponential:
+        return "Exponential", {"rate": p.rate}
+    return _prior_key(p), {}
+
+
+def _prior_rv(p, name: str):
+    """Inside a model: prior ``p`` for ``name`` with its parameters as ``pm.Data``
+    ``{name}_prior_{parameter}`` (values swapped in by :func:`_prior_data`)."""
+    import pymc as pm
+
+    fam, params = _prior_family(p)
+    if not params:
+        return p.to_pymc(name)
+    d = {k: pm.Data(f"{name}_prior_{k}", float(v)) for k, v in params.items()}
+    if fam == "Normal":
+        return pm.Normal(name, mu=d["mean"], sigma=d["sd"])
+    if fam == "HalfNormal":
+        return pm.HalfNormal(name, sigma=d["scale"])
+    if fam == "HalfCauchy":
+        return pm.HalfCauchy(name, beta=d["scale"])
+    if fam.startswith("HalfStudentT"):
+        return pm.HalfStudentT(name, nu=float(p.nu), sigma=d["scale"])
+    return pm.Exponential(name, lam=d["rate"])
+
+
+def _prior_data(p, name: str) -> dict:
+    return {f"{name}_prior_{k}": np.asarray(float(v)) for k, v in _prior_family(p)[1].items()}
+
+
+#: Names of the nested model's structural dims, in the order of ``_NestedPrep.sizes``.
+_NESTED_DIMS = ("obs", "subgroup", "time", "study")
+
+
+def _build_nested(flags, sizes, mu_prior, het_prior, tau_prior):
+    """Builder of the nested model for structure ``flags`` at (padded) ``sizes``.
+
+    ``flags = (has_subgroups, has_times, has_studies, has_het_rows, has_contrast)`` decide
+    which levels exist; ``sizes = (n_obs, n_s, n_t, n_j)`` are the padded dim lengths. All
+    data (yi, sei, obs_mask, s_idx, t_idx, j_idx, het_mask, contrast_idx, prior parameters,
+    sigma_logtau_sd) are ``pm.Data``; padded rows have ``obs_mask = 0``.
+    """
     import pymc as pm
     import pytensor.tensor as pt
+    from pytensor.compile.sharedvalue import SharedVariable
 
-    (n_obs, n_s, n_t, n_j, s_idx, t_idx, j_idx, het_mask, contrast_ij) = struct
-    s_idx, t_idx = np.array(s_idx), np.array(t_idx)
-    j_idx, het_mask = np.array(j_idx), np.array(het_mask, dtype=float)
+    has_s, has_t, has_j, has_het, has_c = flags
+    n_obs, n_s, n_t, n_j = sizes
 
     def builder():
         coords = {"subgroup": [f"g{i}" for i in range(n_s)], "time": [f"t{i}" for i in range(n_t)],
                   "obs": [f"o{i}" for i in range(n_obs)]}
-        if n_j:
+        if has_j:
             coords["study"] = [f"s{i}" for i in range(n_j)]
         with pm.Model(coords=coords) as m:
-            y = pm.Data("yi", yi, dims="obs")
-            se = pm.Data("sei", sei, dims="obs")
-            mu = mu_prior.to_pymc("mu")
-            if n_s > 1:
-                sig_sub = het_prior.to_pymc("sigma_subgroup")
+            y = pm.Data("yi", np.zeros(n_obs), dims="obs")
+            se = pm.Data("sei", np.ones(n_obs), dims="obs")
+            mask = pm.Data("obs_mask", np.ones(n_obs), dims="obs")
+            s_idx = pm.Data("s_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
+            t_idx = pm.Data("t_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
+            mu = _prior_rv(mu_prior, "mu")
+            if has_s:
+                sig_sub = _prior_rv(het_prior, "sigma_subgroup")
                 z_sub = pm.Normal("z_subgroup", 0.0, 1.0, dims="subgroup")
                 mu_sub = pm.Deterministic("mu_subgroup", mu + sig_sub * z_sub, dims="subgroup")
             else:
-                mu_sub = pm.Deterministic("mu_subgroup", mu + pt.zeros(1), dims="subgroup")
-            if n_t > 1:
-                sig_time = het_prior.to_pymc("sigma_time")
+                mu_sub = pm.Deterministic("mu_subgroup", mu + pt.zeros(n_s), dims="subgroup")
+            if has_t:
+                sig_time = _prior_rv(het_prior, "sigma_time")
                 z_cell = pm.Normal("z_cell", 0.0, 1.0, dims=("subgroup", "time"))
                 mu_cell = pm.Deterministic("mu_cell", mu_sub[:, None] + sig_time * z_cell,
                                            dims=("subgroup", "time"))
             else:
-                mu_cell = pm.Deterministic("mu_cell", mu_sub[:, None] + pt.zeros((n_s, 1)),
+                mu_cell = pm.Deterministic("mu_cell", mu_sub[:, None] + pt.zeros((n_s, n_t)),
                                            dims=("subgroup", "time"))
             mean = mu_cell[s_idx, t_idx]
-            if n_j:
-                sig_study = het_prior.to_pymc("sigma_study")
+            if has_j:
+                j_idx = pm.Data("j_idx", np.full(n_obs, n_j, dtype="int64"), dims="obs")
+                sig_study = _prior_rv(het_prior, "sigma_study")
                 z_study = pm.Normal("z_study", 0.0, 1.0, dims="study")
                 u = pm.Deterministic("u_study", sig_study * z_study, dims="study")
                 u0 = pt.concatenate([u, pt.zeros(1)])       # index n_j = "no shared effect"
                 mean = mean + u0[j_idx]
             var = se ** 2
-            if het_mask.any():
-                tau0 = tau_prior.to_pymc("tau0")
-                sig_lt = pm.HalfNormal("sigma_logtau", sigma_logtau_sd)
+            if has_het:
+                het = pm.Data("het_mask", np.zeros(n_obs), dims="obs")
+                tau0 = _prior_rv(tau_prior, "tau0")
+                lt_sd = pm.Data("sigma_logtau_sd", 0.5)
+                sig_lt = pm.HalfNormal("sigma_logtau", lt_sd)
                 z_lt = pm.Normal("z_logtau", 0.0, 1.0, dims=("subgroup", "time"))
                 tau = pm.Deterministic("tau", pt.exp(pt.log(tau0) + sig_lt * z_lt),
                                        dims=("subgroup", "time"))
-                var = var + het_mask * tau[s_idx, t_idx] ** 2
-            pm.Normal("y", mu=mean, sigma=pt.sqrt(var), observed=y, dims="obs")
-            if contrast_ij is not None:
-                a, b = contrast_ij
-                pm.Deterministic("contrast", mu_cell[a] - mu_cell[b], dims="time")
-                pm.Deterministic("contrast_subgroup", mu_sub[a] - mu_sub[b])
-        return m, ("yi", "sei")
+                var = var + het * tau[s_idx, t_idx] ** 2
+            # padded rows (mask 0): N(y | 0, 1), a constant with zero gradient
+            pm.Normal("y", mu=mask * mean, sigma=pt.sqrt(mask * var + (1.0 - mask)),
+                      observed=y, dims="obs")
+            if has_c:
+                c_idx = pm.Data("contrast_idx", np.array([0, min(1, n_s - 1)], dtype="int64"))
+                pm.Deterministic("contrast", mu_cell[c_idx[0]] - mu_cell[c_idx[1]], dims="time")
+                pm.Deterministic("contrast_subgroup", mu_sub[c_idx[0]] - mu_sub[c_idx[1]])
+        names = tuple(n for n, v in m.named_vars.items() if isinstance(v, SharedVariable))
+        return m, names
 
     return builder
+
+
+@dataclass
+class _NestedPrep:
+    """A validated nested-model dataset: rows, levels, indices, priors, settings."""
+
+    df: pd.DataFrame
+    subgroups: list
+    times: list
+    tlab: list
+    studies: list
+    s_idx: tuple
+    t_idx: tuple
+    j_idx: tuple
+    het_mask: tuple
+    contrast: tuple | None
+    c_ij: tuple | None
+    mu_p: Any
+    het_p: Any
+    tau_p: Any
+    sigma_logtau_sd: float
+    settings: SamplerSettings
+    measure: str
+    analysis: str
+    outcome: str
+    warn: bool
+
+    @property
+    def sizes(self) -> tuple[int, int, int, int]:
+        return (len(self.df), len(self.subgroups), len(self.times), len(self.studies))
+
+    @property
+    def flags(self) -> tuple[bool, ...]:
+        return (len(self.subgroups) > 1, len(self.times) > 1, len(self.studies) > 0,
+                any(self.het_mask), self.c_ij is not None)
+
+    @property
+    def group_key(self) -> tuple:
+        """What must agree for two datasets to share one compiled model (sizes aside)."""
+        return ("nested", self.flags, _prior_family(self.mu_p)[0],
+                _prior_family(self.het_p)[0], _prior_family(self.tau_p)[0])
+
+    def padded(self, pad_to=None) -> tuple[int, int, int, int]:
+        """Sizes padded up to ``pad_to`` (never below the real sizes; a level that does not
+        exist (one subgroup, one time, no shared study effect) is never padded)."""
+        own = self.sizes
+        if pad_to is None:
+            return own
+        if isinstance(pad_to, dict):
+            unknown = set(pad_to) - set(_NESTED_DIMS)
+            if unknown:
+                raise ValueError(f"unknown pad_to dims {sorted(unknown)}; known: "
+                                 f"{list(_NESTED_DIMS)}")
+            pad_to = tuple(int(pad_to.get(d, 0)) for d in _NESTED_DIMS)
+        out = [max(a, int(b)) for a, b in zip(own, pad_to)]
+        has_s, has_t, has_j = self.flags[:3]
+        out[1] = out[1] if has_s else 1
+        out[2] = out[2] if has_t else 1
+        out[3] = out[3] if has_j else 0
+        return tuple(out)
+
+
+def _nested_prepare(data, *, mu_prior=None, het_prior=None, tau_prior=None,
+                    sigma_logtau_sd: float = 0.5, measure: str = "MD", contrast=None,
+                    overlap: str = "raise", settings: SamplerSettings | None = None,
+                    analysis: str = "", outcome: str = "", warn: bool = True,
+                    **sampling) -> _NestedPrep:
+    df = _prepare_nested(data, overlap)
+    # 0.99: at 0.95 the 2014 MELD data gave 1 divergence (6 rows, 8+ scale parameters)
+    s = _settings(settings or SamplerSettings(target_accept=NESTED_TARGET_ACCEPT), sampling)
+    if not (isinstance(sigma_logtau_sd, (int, float, np.integer, np.floating))
+            and math.isfinite(sigma_logtau_sd) and sigma_logtau_sd > 0):
+        raise SpecError(f"Invalid sigma_logtau_sd {sigma_logtau_sd!r}: must be a number > 0.")
+    subgroups = list(dict.fromkeys(df["subgroup"]))
+    named = [g for g in subgroups if g != ALL_PATIENTS]
+    subgroups = named + ([ALL_PATIENTS] if ALL_PATIENTS in subgroups else [])
+    times = sorted(dict.fromkeys(df["time"]), key=_time_sort_key)
+    tlab = [_fmt_time(t) for t in times]
+    counts = df[df["study"] != ""].groupby("study").size()
+    studies = [j for j in dict.fromkeys(df["study"]) if j and counts.get(j, 0) >= 2]
+    s_idx = tuple(subgroups.index(g) for g in df["subgroup"])
+    t_idx = tuple(times.index(t) for t in df["time"])
+    j_idx = tuple(studies.index(j) if j in studies else -1 for j in df["study"])  # -1: none
+    het_mask = tuple(int(k == "study") for k in df["row_kind"])
+    if contrast is None:
+        if "ACLF" in named and "cirrhosis" in named:
+            contrast = ("ACLF", "cirrhosis")
+        elif len(named) >= 2:
+            contrast = (named[1], named[0])
+    if contrast is not None:
+        contrast = tuple(contrast)
+        missing = [g for g in contrast if g not in subgroups]
+        if missing:
+            raise SpecError(f"Invalid contrast {contrast!r}: subgroups {missing} not in "
+                            f"the data {subgroups}.")
+    c_ij = None if contrast is None else (subgroups.index(contrast[0]),
+                                          subgroups.index(contrast[1]))
+    sei = df["sei"].to_numpy(float)
+    pdata = {"vi": sei ** 2}
+    if {"n1i", "n2i"} <= set(df.columns):
+        pdata.update(n1i=df["n1i"].to_numpy(float), n2i=df["n2i"].to_numpy(float))
+    mu_p, tau_p = _resolve_priors(measure, pdata, mu_prior, tau_prior)
+    het_p = tau_p if het_prior is None else _resolve_priors(measure, pdata, mu_p, het_prior)[1]
+    return _NestedPrep(df=df, subgroups=subgroups, times=times, tlab=tlab, studies=studies,
+                       s_idx=s_idx, t_idx=t_idx, j_idx=j_idx, het_mask=het_mask,
+                       contrast=contrast, c_ij=c_ij, mu_p=mu_p, het_p=het_p, tau_p=tau_p,
+                       sigma_logtau_sd=float(sigma_logtau_sd), settings=s, measure=measure,
+                       analysis=analysis, outcome=outcome, warn=warn)
+
+
+def _nested_data(prep: _NestedPrep, sizes) -> dict[str, np.ndarray]:
+    """The model's data at padded ``sizes``: real rows first, padded rows after them with
+    y = 0, se = 1, obs_mask = 0 (no likelihood); real levels first, padded levels after."""
+    n_obs, n_s, n_t, n_j = sizes
+    k = len(prep.df)
+    pad = n_obs - k
+
+    def padv(x, fill, dtype):
+        return np.concatenate([np.asarray(x, dtype=dtype), np.full(pad, fill, dtype=dtype)])
+
+    j = np.array([n_j if v < 0 else v for v in prep.j_idx], dtype="int64")
+    data = {"yi": padv(prep.df["yi"], 0.0, float), "sei": padv(prep.df["sei"], 1.0, float),
+            "obs_mask": padv(np.ones(k), 0.0, float),
+            "s_idx": padv(prep.s_idx, 0, "int64"), "t_idx": padv(prep.t_idx, 0, "int64"),
+            "j_idx": padv(j, n_j, "int64"), "het_mask": padv(prep.het_mask, 0.0, float)}
+    has_s, has_t, has_j, has_het, has_c = prep.flags
+    data.update(_prior_data(prep.mu_p, "mu"))
+    for name, on in (("sigma_subgroup", has_s), ("sigma_time", has_t), ("sigma_study", has_j)):
+        if on:
+            data.update(_prior_data(prep.het_p, name))
+    if has_het:
+        data.update(_prior_data(prep.tau_p, "tau0"))
+        data["sigma_logtau_sd"] = np.asarray(prep.sigma_logtau_sd)
+    if has_c:
+        data["contrast_idx"] = np.array(prep.c_ij, dtype="int64")
+    return data
+
+
+def _trim(dt, real: dict[str, int]):
+    """Drop padded entries (the trailing positions of each structural dim) from every group."""
+
+    def f(ds):
+        sel = {d: slice(0, n) for d, n in real.items() if d in ds.dims and ds.sizes[d] != n}
+        return ds.isel(sel) if sel else ds
+
+    return dt.map_over_datasets(f)
+
+
+def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
+    """Fit one prepared dataset with the compiled model of its (flags, padded sizes, prior
+    families); drop padded entries from every output."""
+    s = prep.settings
+    df, subgroups, times, tlab, studies = (prep.df, prep.subgroups, prep.times, prep.tlab,
+                                           prep.studies)
+    s_idx, t_idx, het_mask, c_ij, contrast = (prep.s_idx, prep.t_idx, prep.het_mask, prep.c_ij,
+                                              prep.contrast)
+    mu_p, het_p, tau_p = prep.mu_p, prep.het_p, prep.tau_p
+    key = prep.group_key + (tuple(sizes),)
+    comp = _get_compiled(key, _build_nested(prep.flags, tuple(sizes), mu_p, het_p, tau_p))
+    data = _nested_data(prep, sizes)
+    missing = set(comp.data_names) - set(data)
+    if missing:  # pragma: no cover - guards the builder/data contract
+        raise EstimationError(f"nested model data missing {sorted(missing)}")
+    dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
+    dt = _trim(dt, dict(zip(_NESTED_DIMS, prep.sizes)))
+    yi, sei = df["yi"].to_numpy(float), df["sei"].to_numpy(float)
+    obs_lab = [f"{r.study or r.row_kind}|{r.subgroup}|{_fmt_time(r.time)}"
+               for r in df.itertuples()]
+    coords = {"subgroup": subgroups, "time": tlab, "obs": obs_lab}
+    if studies:
+        coords["study"] = studies
+    real = dict(zip(_NESTED_DIMS, prep.sizes))
+    dt = _finish_tree(dt, coords=coords, observed={"yi": ("obs", yi)},
+                      constant={"sei": ("obs", sei),
+                                "row_kind": ("obs", df["row_kind"].astype(str).to_numpy()),
+                                "heterogeneity_row": ("obs", np.array(het_mask, dtype=float))},
+                      attrs={"model": "nested", "seed": s.seed, "sampler": s.sampler,
+                             "mu_prior": str(mu_p), "het_prior": str(het_p),
+                             "tau_prior": str(tau_p), "compile_seconds": c_s,
+                             "sampling_seconds": s_s,
+                             "padded_sizes": str(dict(zip(_NESTED_DIMS, sizes))),
+                             "real_sizes": str(real)})
+    post = dt["posterior"]
+    reports = [Report("mu", (), "mu")]
+    if len(subgroups) > 1:
+        reports += [Report("mu_subgroup", (("subgroup", g),), f"mu[{g}]", subgroup=g)
+                    for g in subgroups]
+    observed_cells = sorted(set(zip(s_idx, t_idx)))
+    reports += [Report("mu_cell", (("subgroup", subgroups[a]), ("time", tlab[b])),
+                       f"mu[{subgroups[a]}, {tlab[b]}]", subgroup=subgroups[a], time=tlab[b])
+                for a, b in observed_cells]
+    extra = {"subgroups": subgroups, "times": tlab, "studies_with_shared_effect": studies,
+             "n_rows": len(df), "rows": df.copy(), "real_sizes": real,
+             "padded_sizes": dict(zip(_NESTED_DIMS, sizes))}
+    if c_ij is not None:
+        cname = f"{contrast[0]} - {contrast[1]}"
+        both = [tlab[b] for b in range(len(times))
+                if (c_ij[0], b) in observed_cells and (c_ij[1], b) in observed_cells]
+        reports += [Report("contrast", (("time", t),), f"contrast[{t}]", subgroup=cname, time=t)
+                    for t in both]
+        reports.append(Report("contrast_subgroup", (), "contrast", subgroup=cname))
+        pneg = {t: float((post["contrast"].sel(time=t) < 0).mean()) for t in both}
+        pneg[""] = float((post["contrast_subgroup"] < 0).mean())
+        extra.update(contrast=tuple(contrast), p_contrast_negative=pneg)
+    for v in ("sigma_subgroup", "sigma_time", "sigma_study", "tau0", "sigma_logtau"):
+        if v in post:
+            reports.append(Report(v))
+    if "tau" in post:
+        het_cells = sorted({(a, b) for a, b, h in zip(s_idx, t_idx, het_mask) if h})
+        reports += [Report("tau", (("subgroup", subgroups[a]), ("time", tlab[b])),
+                           f"tau[{subgroups[a]}, {tlab[b]}]", subgroup=subgroups[a],
+                           time=tlab[b]) for a, b in het_cells]
+    monitor = [v for v in post.data_vars if v.startswith("z") or v in
+               ("mu", "sigma_subgroup", "sigma_time", "sigma_study", "tau0", "sigma_logtau",
+                "log_tau02")]
+    notes = []
+    if c_ij is not None:
+        notes.append("Subgroup contrast " + cname + ": P(contrast < 0) = " + ", ".join(
+            f"{t or 'overall'}: {p:.3f}" for t, p in extra["p_contrast_negative"].items()))
+    priors_d = {"mu": mu_p.describe(), "sigma_subgroup/time/study": het_p.describe(),
+                "tau0": tau_p.describe(),
+                "sigma_logtau": f"HalfNormal(scale={prep.sigma_logtau_sd:g})"}
+    return _make_result("nested", dt, reports, s, c_s, s_s, priors_d, measure=prep.measure,
+                        scale=_scale_of(prep.measure), k=len(df), analysis=prep.analysis,
+                        outcome=prep.outcome, notes=notes, extra=extra, monitor=monitor,
+                        warn=prep.warn)
 
 
 def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
                sigma_logtau_sd: float = 0.5, measure: str = "MD", contrast=None,
                overlap: str = "raise", settings: SamplerSettings | None = None,
                analysis: str = "", outcome: str = "", warn: bool = True,
-               **sampling) -> MCMCResult:
+               pad_to: dict | None = None, **sampling) -> MCMCResult:
     """Nested hierarchical model: cells (subgroup x time) within subgroups within the overall mean.
 
     .. math::
@@ -869,6 +1166,12 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
         Overlapping rows (an all-patients pooled row and subgroup/study rows at the same time, or
         a subgroup pooled row and its study rows) are refused with a :class:`DataError`
         (default) or the coarser rows are dropped with a :class:`DataWarning` naming them.
+    pad_to : dict, optional
+        Fit at padded sizes ``{"obs": n, "subgroup": n, "time": n, "study": n}`` (each at
+        least the real size; missing dims are not padded) so that datasets of different sizes
+        share one compiled model; :func:`fit_nested_many` chooses them. Padding never changes
+        the posterior of the real parameters (see :func:`fit_nested_many`) and padded entries
+        never appear in any output.
 
     Notes
     -----
@@ -886,100 +1189,64 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
         time), ``contrast`` per time point with both subgroups observed and overall (time "")
         with ``extra["p_contrast_negative"]``, heterogeneity SDs, ``tau`` per observed cell.
     """
-    df = _prepare_nested(data, overlap)
-    # 0.99: at 0.95 the 2014 MELD data gave 1 divergence (6 rows, 8+ scale parameters)
-    s = _settings(settings or SamplerSettings(target_accept=NESTED_TARGET_ACCEPT), sampling)
-    subgroups = list(dict.fromkeys(df["subgroup"]))
-    named = [g for g in subgroups if g != ALL_PATIENTS]
-    subgroups = named + ([ALL_PATIENTS] if ALL_PATIENTS in subgroups else [])
-    times = sorted(dict.fromkeys(df["time"]), key=_time_sort_key)
-    tlab = [_fmt_time(t) for t in times]
-    counts = df[df["study"] != ""].groupby("study").size()
-    studies = [j for j in dict.fromkeys(df["study"]) if j and counts.get(j, 0) >= 2]
-    s_idx = tuple(subgroups.index(g) for g in df["subgroup"])
-    t_idx = tuple(times.index(t) for t in df["time"])
-    j_idx = tuple(studies.index(j) if j in studies else len(studies) for j in df["study"])
-    het_mask = tuple(int(k == "study") for k in df["row_kind"])
-    if contrast is None:
-        if "ACLF" in named and "cirrhosis" in named:
-            contrast = ("ACLF", "cirrhosis")
-        elif len(named) >= 2:
-            contrast = (named[1], named[0])
-    if contrast is not None:
-        missing = [g for g in contrast if g not in subgroups]
-        if missing:
-            raise SpecError(f"Invalid contrast {tuple(contrast)!r}: subgroups {missing} not in "
-                            f"the data {subgroups}.")
-    c_ij = None if contrast is None else (subgroups.index(contrast[0]),
-                                          subgroups.index(contrast[1]))
-    yi, sei = df["yi"].to_numpy(float), df["sei"].to_numpy(float)
-    pdata = {"vi": sei ** 2}
-    if {"n1i", "n2i"} <= set(df.columns):
-        pdata.update(n1i=df["n1i"].to_numpy(float), n2i=df["n2i"].to_numpy(float))
-    mu_p, tau_p = _resolve_priors(measure, pdata, mu_prior, tau_prior)
-    het_p = tau_p if het_prior is None else _resolve_priors(measure, pdata, mu_p, het_prior)[1]
-    struct = (len(df), len(subgroups), len(times), len(studies), s_idx, t_idx, j_idx, het_mask,
-              c_ij)
-    key = ("nested", struct, _prior_key(mu_p), _prior_key(het_p), _prior_key(tau_p),
-           float(sigma_logtau_sd))
-    comp = _get_compiled(key, _build_nested(struct, mu_p, het_p, tau_p, float(sigma_logtau_sd),
-                                            yi, sei))
-    dt, c_s, s_s = _sample(comp, {"yi": yi, "sei": sei}, s)
-    obs_lab = [f"{r.study or r.row_kind}|{r.subgroup}|{_fmt_time(r.time)}"
-               for r in df.itertuples()]
-    coords = {"subgroup": subgroups, "time": tlab, "obs": obs_lab}
-    if studies:
-        coords["study"] = studies
-    dt = _finish_tree(dt, coords=coords, observed={"yi": ("obs", yi)},
-                      constant={"sei": ("obs", sei),
-                                "row_kind": ("obs", df["row_kind"].astype(str).to_numpy()),
-                                "heterogeneity_row": ("obs", np.array(het_mask, dtype=float))},
-                      attrs={"model": "nested", "seed": s.seed, "sampler": s.sampler,
-                             "mu_prior": str(mu_p), "het_prior": str(het_p),
-                             "tau_prior": str(tau_p), "compile_seconds": c_s,
-                             "sampling_seconds": s_s})
-    post = dt["posterior"]
-    reports = [Report("mu", (), "mu")]
-    if len(subgroups) > 1:
-        reports += [Report("mu_subgroup", (("subgroup", g),), f"mu[{g}]", subgroup=g)
-                    for g in subgroups]
-    observed_cells = sorted(set(zip(s_idx, t_idx)))
-    reports += [Report("mu_cell", (("subgroup", subgroups[a]), ("time", tlab[b])),
-                       f"mu[{subgroups[a]}, {tlab[b]}]", subgroup=subgroups[a], time=tlab[b])
-                for a, b in observed_cells]
-    extra = {"subgroups": subgroups, "times": tlab, "studies_with_shared_effect": studies,
-             "n_rows": len(df), "rows": df.copy()}
-    if c_ij is not None:
-        cname = f"{contrast[0]} - {contrast[1]}"
-        both = [tlab[b] for b in range(len(times))
-                if (c_ij[0], b) in observed_cells and (c_ij[1], b) in observed_cells]
-        reports += [Report("contrast", (("time", t),), f"contrast[{t}]", subgroup=cname, time=t)
-                    for t in both]
-        reports.append(Report("contrast_subgroup", (), "contrast", subgroup=cname))
-        pneg = {t: float((post["contrast"].sel(time=t) < 0).mean()) for t in both}
-        pneg[""] = float((post["contrast_subgroup"] < 0).mean())
-        extra.update(contrast=tuple(contrast), p_contrast_negative=pneg)
-    for v in ("sigma_subgroup", "sigma_time", "sigma_study", "tau0", "sigma_logtau"):
-        if v in post:
-            reports.append(Report(v))
-    if "tau" in post:
-        het_cells = sorted({(a, b) for a, b, h in zip(s_idx, t_idx, het_mask) if h})
-        reports += [Report("tau", (("subgroup", subgroups[a]), ("time", tlab[b])),
-                           f"tau[{subgroups[a]}, {tlab[b]}]", subgroup=subgroups[a],
-                           time=tlab[b]) for a, b in het_cells]
-    monitor = [v for v in post.data_vars if v.startswith("z") or v in
-               ("mu", "sigma_subgroup", "sigma_time", "sigma_study", "tau0", "sigma_logtau",
-                "log_tau02")]
-    notes = []
-    if c_ij is not None:
-        notes.append("Subgroup contrast " + cname + ": P(contrast < 0) = " + ", ".join(
-            f"{t or 'overall'}: {p:.3f}" for t, p in extra["p_contrast_negative"].items()))
-    priors_d = {"mu": mu_p.describe(), "sigma_subgroup/time/study": het_p.describe(),
-                "tau0": tau_p.describe(),
-                "sigma_logtau": f"HalfNormal(scale={sigma_logtau_sd:g})"}
-    return _make_result("nested", dt, reports, s, c_s, s_s, priors_d, measure=measure,
-                        scale=_scale_of(measure), k=len(df), analysis=analysis,
-                        outcome=outcome, notes=notes, extra=extra, monitor=monitor, warn=warn)
+    prep = _nested_prepare(data, mu_prior=mu_prior, het_prior=het_prior, tau_prior=tau_prior,
+                           sigma_logtau_sd=sigma_logtau_sd, measure=measure, contrast=contrast,
+                           overlap=overlap, settings=settings, analysis=analysis,
+                           outcome=outcome, warn=warn, **sampling)
+    return _nested_fit(prep, prep.padded(pad_to))
+
+
+def fit_nested_many(datasets, *, options: dict | None = None, **kw) -> dict[str, MCMCResult]:
+    """Fit the nested model to several datasets, compiling once per model structure.
+
+    Parameters
+    ----------
+    datasets : dict[str, DataFrame]
+        ``{name: rows}``, each as for :func:`fit_nested`.
+    options : dict[str, dict], optional
+        Per-dataset keyword arguments of :func:`fit_nested` (e.g. ``seed``, ``outcome``,
+        ``contrast``, priors) overriding the common ``**kw``.
+    **kw
+        Common keyword arguments of :func:`fit_nested` (priors, ``measure``, sampler
+        settings, ...), except ``pad_to``.
+
+    Returns
+    -------
+    dict[str, MCMCResult]
+        In the order of ``datasets``. ``compile_seconds`` is 0 for every fit that reused a
+        compiled model; ``extra["padded_sizes"]`` records the sizes it was fitted at.
+
+    Notes
+    -----
+    Datasets are grouped by *structure*: which levels exist (more than one subgroup -> sigma_
+    subgroup; more than one time -> sigma_time; a study with two or more rows -> the shared
+    study effect; any study row -> the per-cell tau block; a subgroup contrast) and the prior
+    *families* (prior parameters, indices and masks are data). Within a group every dataset is
+    padded to the group's largest number of rows, subgroups, times and studies, so the group
+    shares one compiled model (nutpie: ``compiled.with_data``).
+
+    Why padding cannot change the posterior: a padded row has ``obs_mask = 0``, its likelihood
+    term is N(0 | 0, 1), a constant in every parameter; a padded subgroup, time or study only adds
+    independent N(0, 1) variables (z) that no real row's likelihood uses. The joint posterior
+    therefore factorises as p(real parameters | y) x prod N(z_pad | 0, 1): the marginal posterior
+    of every real parameter is exactly that of the unpadded model. Only the Monte Carlo draws
+    differ (the sampler explores a larger space), so a padded and an unpadded fit agree within
+    Monte Carlo error, not bit for bit; re-running the same set of datasets with the same seeds
+    gives identical draws.
+    """
+    if "pad_to" in kw:
+        raise TypeError("fit_nested_many chooses pad_to itself")
+    options = dict(options or {})
+    unknown = set(options) - set(datasets)
+    if unknown:
+        raise ValueError(f"options for unknown datasets {sorted(unknown)}")
+    preps = {name: _nested_prepare(d, **{**kw, **options.get(name, {})})
+             for name, d in datasets.items()}
+    pads: dict[tuple, tuple] = {}
+    for p in preps.values():
+        g = p.group_key
+        pads[g] = tuple(np.maximum(pads.get(g, p.sizes), p.sizes).tolist())
+    return {name: _nested_fit(p, p.padded(pads[p.group_key])) for name, p in preps.items()}
 
 
 # ---------------------------------------------------------------------------------------------
