@@ -1097,18 +1097,32 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     frames = [_pub_rows(df, analysis=name, spec=spec, outcome_col=oc, tcol=tcol, scol=scol,
                         scale=spec.data.measure)]
     bmap, answers, contrasts, fits, i = {}, [], [], [], 0
+    # all fits at once: one compiled model per structure (mcmc.fit_nested_many pads the
+    # datasets of a structure to common sizes), instead of one compile per outcome
+    datasets, options, excluded_by = {}, {}, {}
     for outcome in spec.data.outcomes:
         g = df[df[oc] == outcome]
-        allp, subs, excluded = _nested_outcome_data(g, tcol, scol)
+        allp, subs, excluded_by[outcome] = _nested_outcome_data(g, tcol, scol)
         for label, part in (("all patients over time", allp), ("by subgroup", subs)):
             if len(part) < 2 or (label == "by subgroup" and part["subgroup"].nunique() < 2):
                 continue
-            kw = ctx.sampling(spec, i)
+            datasets[(outcome, label)] = part[["yi", "sei", "time", "subgroup",
+                                               "row_kind"]].reset_index(drop=True)
+            options[(outcome, label)] = {"seed": ctx.sampling(spec, i)["seed"],
+                                         "outcome": outcome}
             i += 1
-            ctx.progress(f"  nested: {outcome}, {label} ({len(part)} rows)")
-            data = part[["yi", "sei", "time", "subgroup", "row_kind"]].reset_index(drop=True)
-            mu_p = P_default_mu(spec)
-            res = _nested(data, spec, mu_p, spec.bayes.tau_prior or None, kw, name, outcome)
+    if datasets:
+        ctx.progress(f"  nested: {len(datasets)} fits ("
+                     + ", ".join(f"{o} {lab} {len(d)} rows" for (o, lab), d in datasets.items())
+                     + ")")
+        fitted = _nested_many(datasets, options, spec, P_default_mu(spec),
+                              spec.bayes.tau_prior or None, ctx.sampling(spec), name)
+    for outcome in spec.data.outcomes:
+        excluded = excluded_by[outcome]
+        for label in ("all patients over time", "by subgroup"):
+            if (outcome, label) not in datasets:
+                continue
+            res = fitted[(outcome, label)]
             fits.append((outcome, label, res))
             fr = res.to_frame()
             fr["method"] = fr["method"] + f" ({label})"
@@ -1208,6 +1222,21 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
           "(bayesmeta.priors.default_mu_prior / default_tau_prior for MD from the rows' SEs). "
           + (_methods_mcmc(ctx, ctx.sampling(spec)) if fits else ""))
     return out
+
+
+def _nested_many(datasets, options, spec, mu_p, tau_p, kw, name):
+    """``mcmc.fit_nested_many`` with the run's sampling settings (per-fit seeds in
+    ``options``; target_accept at least the engine's nested default)."""
+    from bayesmeta import mcmc
+
+    kw = dict(kw)
+    kw.pop("seed", None)
+    kw["target_accept"] = max(kw["target_accept"],
+                              getattr(mcmc, "NESTED_TARGET_ACCEPT", kw["target_accept"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mcmc.fit_nested_many(datasets, options=options, mu_prior=mu_p, tau_prior=tau_p,
+                                    measure=spec.data.measure, analysis=name, **kw)
 
 
 def P_default_mu(spec):

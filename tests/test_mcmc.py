@@ -269,3 +269,86 @@ def test_prior_sensitivity_table(bcg):
     tab = mcmc.prior_sensitivity(bcg["yi"], bcg["sei"], measure="OR", warn=False)
     assert set(tab["prior_set"]) == set(priors.prior_sets("OR"))
     assert {"mu", "tau", "theta_new"} <= set(tab["parameter"])
+
+
+# ---------------------------------------------------------------------------------------------
+# nested model: padding and one compile for several datasets (fit_nested_many)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nested_many_fits(msc2023_meld_rows):
+    """Two datasets of one structure (>1 subgroup, >1 time, ACLF - cirrhosis contrast, no study
+    effect, no tau rows) and different sizes: A = the 2023 MELD rows after dropping overlaps
+    (4 rows, 3 subgroups, 3 weeks), B = A without its week-4 all-patients row (3 rows, 2
+    subgroups, 2 weeks). fit_nested_many pads B to A's sizes; B is also fitted unpadded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        a = mcmc._prepare_nested(msc2023_meld_rows, "drop_pooled")
+    b = a[a["subgroup"] != "all"].reset_index(drop=True)
+    kw = dict(measure="MD", mu_prior=priors.Normal(0.0, 5.0), tau_prior=priors.HalfNormal(1.0),
+              draws=1000, warn=False)
+    many = mcmc.fit_nested_many({"A": a, "B": b}, options={"B": {"seed": 7}}, **kw)
+    alone_a = mcmc.fit_nested(a, **kw)
+    alone_b = mcmc.fit_nested(b, **{**kw, "seed": 8})   # reference: unpadded model
+    return many, alone_a, alone_b
+
+
+def _z(f1, f2, label):
+    s1, s2 = f1.summary.loc[label], f2.summary.loc[label]
+    return float((s1["mean"] - s2["mean"]) / np.hypot(s1["mcse_mean"], s2["mcse_mean"]))
+
+
+def test_nested_padded_agrees_with_unpadded(nested_many_fits):
+    """Padding cannot change the posterior of the real parameters: padded rows have
+    obs_mask 0 (a constant N(0 | 0, 1) likelihood term) and padded subgroups/weeks only add
+    independent N(0, 1) z's no real row uses, so the joint posterior factorises into
+    p(real | y) x N(z_pad | 0, 1). Reference: the unpadded fit of the same data (independent
+    seed); overall mean, subgroup means and cell means agree within Z_MCSE x MCSE."""
+    many, _, alone_b = nested_many_fits
+    pb = many["B"]
+    assert pb.extra["padded_sizes"] == {"obs": 4, "subgroup": 3, "time": 3, "study": 0}
+    assert alone_b.extra["padded_sizes"] == alone_b.extra["real_sizes"]
+    labels = ["mu", "mu[ACLF]", "mu[cirrhosis]", "mu[ACLF, 12]", "mu[ACLF, 24]",
+              "mu[cirrhosis, 24]", "contrast", "contrast[24]"]
+    zs = {lab: _z(pb, alone_b, lab) for lab in labels}
+    print("\npadded vs unpadded z:", {k: round(v, 2) for k, v in zs.items()})
+    assert max(abs(v) for v in zs.values()) < Z_MCSE, zs
+    assert pb.diagnostics.divergences == 0 and alone_b.diagnostics.divergences == 0
+
+
+def test_nested_many_compiles_once_and_matches_separate_fits(nested_many_fits):
+    """fit_nested_many: one compiled model for both datasets (the second result's compile
+    seconds are 0); each result equals the separate fit within Z_MCSE x MCSE (reference: the
+    separate fits; A is at its own sizes so its separate fit reuses the cached model)."""
+    many, alone_a, alone_b = nested_many_fits
+    assert list(many) == ["A", "B"]
+    if many["A"].settings["sampler"] == "nutpie":
+        assert many["B"].compile_seconds == 0.0
+    assert many["B"].sampling_seconds > 0
+    assert many["B"].settings["seed"] == 7
+    for other, ref in (("A", alone_a), ("B", alone_b)):
+        zs = [_z(many[other], ref, lab) for lab in ref.summary.index
+              if lab.startswith(("mu", "contrast"))]
+        assert max(map(abs, zs)) < Z_MCSE, (other, zs)
+
+
+def test_nested_padded_entries_never_in_outputs(nested_many_fits):
+    """Reference: the real labels of B (rule): every dim of every DataTree group has exactly
+    B's subgroups, weeks and rows; summary/to_frame list the same parameters as the unpadded
+    fit; no generic padded label (g*, t*, o*) anywhere."""
+    many, _, alone_b = nested_many_fits
+    pb = many["B"]
+    for node in pb.datatree.subtree:
+        ds = node.ds
+        if "subgroup" in ds.dims:
+            assert list(ds["subgroup"].values) == ["ACLF", "cirrhosis"]
+        if "time" in ds.dims:
+            assert list(ds["time"].values) == ["12", "24"]
+        if "obs" in ds.dims:
+            assert ds.sizes["obs"] == 3
+            assert not any(str(v).startswith("o") for v in ds["obs"].values)
+    assert list(pb.summary.index) == list(alone_b.summary.index)
+    fr = pb.to_frame()
+    assert list(fr["parameter"]) == list(alone_b.to_frame()["parameter"])
+    assert not fr["parameter"].str.contains(r"\[(?:g|t|o|s)\d", regex=True).any()
+    assert set(fr["time"]) <= {"", "12", "24"}
