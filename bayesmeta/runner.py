@@ -1074,16 +1074,23 @@ def run_survival_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutpu
 
 
 def _nested_outcome_data(g: pd.DataFrame, tcol: str, scol: str):
-    """(all-patients rows, subgroup rows, excluded notes) for one outcome."""
+    """(all-patients rows, subgroup rows, excluded notes, baseline rows) for one outcome.
+
+    Week-0 rows are the arms' difference *before* treatment: a check of baseline balance, not a
+    treatment effect, so they are kept out of the model (pooling them toward the same mean as the
+    follow-up effects would pull that mean toward 0); they stay in the published table and the
+    audit."""
     g = g.copy()
     g["time"] = g[tcol].map(_audit._s)
     g["subgroup"] = g[scol].astype(str)
     amb = g["note"].fillna("").str.startswith("AMBIGUOUS") if "note" in g else False
     excluded = g[amb]
     g = g[~amb]
+    base = pd.to_numeric(g[tcol], errors="coerce") == 0
+    baseline, g = g[base], g[~base]
     allp = g[g["subgroup"] == "all"].assign(row_kind="pooled")
     subs = g[g["subgroup"] != "all"].assign(row_kind="subgroup_pooled")
-    return allp, subs, excluded
+    return allp, subs, excluded, baseline
 
 
 def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
@@ -1099,10 +1106,14 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     bmap, answers, contrasts, fits, i = {}, [], [], [], 0
     # all fits at once: one compiled model per structure (mcmc.fit_nested_many pads the
     # datasets of a structure to common sizes), instead of one compile per outcome
-    datasets, options, excluded_by = {}, {}, {}
+    datasets, options, excluded_by, baselines = {}, {}, {}, []
     for outcome in spec.data.outcomes:
         g = df[df[oc] == outcome]
-        allp, subs, excluded_by[outcome] = _nested_outcome_data(g, tcol, scol)
+        allp, subs, excluded_by[outcome], base = _nested_outcome_data(g, tcol, scol)
+        baselines += [f"{outcome} {r['subgroup']}" for _, r in base.iterrows()]
+        if len(allp) < 2 and (len(subs) < 2 or subs["subgroup"].nunique() < 2):
+            answers.append(f"{outcome}: {len(allp) + len(subs)} follow-up estimate(s) printed, "
+                           "nothing to pool: see the published table")
         for label, part in (("all patients over time", allp), ("by subgroup", subs)):
             if len(part) < 2 or (label == "by subgroup" and part["subgroup"].nunique() < 2):
                 continue
@@ -1177,6 +1188,10 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     fixed = df[df["model_input"] != "as printed"]
     for _, r in fixed.iterrows():
         out.warnings.append(f"{r[oc]} {_audit._s(r[tcol])} wk {r[scol]}: {r['model_input']}")
+    if baselines:
+        out.p(f"Week-0 (baseline) rows ({', '.join(baselines)}) compare the arms before "
+              "treatment: they check baseline balance and are not treatment effects, so they are "
+              "shown as published and audited but not entered into the nested model.")
     out.h("Published vs Bayesian")
     mu_rows = allrows[allrows["parameter"].str.startswith("mu[") |
                       (allrows["source"] == "published")].copy()

@@ -127,3 +127,20 @@ def test_every_bundled_spec_runs_fast_and_reproducibly(tmp_path):
     assert len(names) == len(bundled_specs())
     b = runner.run([], out_dir=tmp_path / "b", fast=True)
     assert csv_bytes(a) == csv_bytes(b)
+
+
+def test_baseline_rows_are_not_pooled_with_follow_up():
+    """2023 paper, Results: week-0 MDs are baseline comparisons ("Baseline MELD score was not
+    different between the MSC and control groups"), not treatment effects: the nested model must
+    not see them (they would pull the pooled effect toward 0)."""
+    import pandas as pd
+
+    from bayesmeta.datasets import load_dataset
+    from bayesmeta.runner import _nested_outcome_data
+
+    pub = load_dataset("msc_2023_pooled")
+    meld = pub[pub["outcome"] == "MELD"]
+    allp, subs, _, base = _nested_outcome_data(meld, "time_wk", "subgroup")
+    assert (pd.to_numeric(meld["time_wk"]) == 0).sum() == len(base) >= 1
+    assert "0" not in set(allp["time"]) | set(subs["time"])
+    assert len(allp) + len(subs) + len(base) <= len(meld)
