@@ -47,6 +47,7 @@ from bayesmeta import batch, priors
 from bayesmeta.exceptions import SpecError
 
 __all__ = ["SimulationConfig", "SCALES", "simulate", "summarise", "plot_coverage",
+           "coverage_figure",
            "make_chunks", "run_chunk"]
 
 SCALES = {
@@ -217,31 +218,53 @@ def summarise(chunk_results: list[dict], level: float = 0.95) -> pd.DataFrame:
     return df
 
 
-def plot_coverage(table: pd.DataFrame, path, level: float = 0.95):
-    """Coverage against tau, one panel per (scale, k), a line per method, MCSE bars."""
+def coverage_figure(table: pd.DataFrame, level: float = 0.95, *, x: str = "tau",
+                    methods=None):
+    """Coverage figure (a matplotlib Figure): one panel per (scale, k) with coverage against
+    tau (``x="tau"``), or one panel per (scale, tau) with coverage against k (``x="k"``); a
+    line per method (``methods``: which, in order; default all), bars ±2 MCSE."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if x not in ("tau", "k"):
+        raise ValueError(f"x must be 'tau' or 'k', got {x!r}")
+    panel = "k" if x == "tau" else "tau"
     scales = list(dict.fromkeys(table["scale"]))
-    ks = sorted(set(table["k"]))
-    fig, axes = plt.subplots(len(scales), len(ks), figsize=(3.0 * len(ks), 2.8 * len(scales)),
+    cols = sorted(set(table[panel]))
+    if methods is None:
+        methods = sorted(set(table["method"]))
+    fig, axes = plt.subplots(len(scales), len(cols), figsize=(3.0 * len(cols), 2.8 * len(scales)),
                              squeeze=False, sharey=True)
     for i, s in enumerate(scales):
-        for j, k in enumerate(ks):
+        for j, c in enumerate(cols):
             ax = axes[i][j]
-            sub = table[(table["scale"] == s) & (table["k"] == k)]
-            for m, g in sub.groupby("method", sort=True):
-                ax.errorbar(g["tau"], g["coverage"], yerr=2 * g["coverage_mcse"], marker="o",
-                            ms=3, lw=1, capsize=2, label=m)
+            sub = table[(table["scale"] == s) & (table[panel] == c)]
+            for m in methods:
+                g = sub[sub["method"] == m].sort_values(x)
+                if len(g):
+                    ax.errorbar(g[x], g["coverage"], yerr=2 * g["coverage_mcse"], marker="o",
+                                ms=3, lw=1, capsize=2, label=m)
             ax.axhline(level, color="k", lw=0.8, ls="--")
-            ax.set_title(f"{s}, k = {k}", fontsize=9)
-            ax.set_xlabel("true tau")
+            ax.set_title(f"{s}, {panel} = {c:g}", fontsize=9)
+            ax.set_xlabel("true tau" if x == "tau" else "k (studies)")
+            if x == "k":
+                ax.set_xscale("log")
+                ax.set_xticks(sorted(set(sub["k"])), [str(k) for k in sorted(set(sub["k"]))])
+                ax.minorticks_off()
             if j == 0:
                 ax.set_ylabel("coverage of mu")
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(f"Coverage of {level:.0%} intervals (bars: ±2 MCSE)", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_coverage(table: pd.DataFrame, path, level: float = 0.95, *, x: str = "tau"):
+    """Coverage against tau (or k, ``x="k"``), a line per method, MCSE bars; saved to path."""
+    import matplotlib.pyplot as plt
+
+    fig = coverage_figure(table, level, x=x)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -17,6 +17,9 @@ same table from :data:`SCHEMA`, and a test checks that the README lists every ke
 ``[report]``       ci_prob, thresholds, control_survival, control_survival_source, new_trial_n,
                    new_trial_control_events, direction, transform, notes
 ``[provenance]``   author, date, rationale
+``[simulation]``   n_per_cell, fast_n_per_cell, k, tau, scales, priors, seed (kind
+                   ``simulation`` only: it generates its data, so it has no ``[data]`` and
+                   no ``[classical]``/``[bayes]``/``[sensitivity]``/``[sampling]``)
 
 Examples
 --------
@@ -41,7 +44,7 @@ from typing import Any
 from bayesmeta.exceptions import SpecError
 
 KINDS = ("fig3_meld", "one_arm", "survival_published", "nested_published", "complications",
-         "generic")
+         "generic", "simulation")
 MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
 ROW_KINDS = ("study", "published_pooled")
 METHODS = ("FE", "MH", "PETO", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS")
@@ -151,8 +154,26 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "date": _k(str, "", doc="when (ISO date)"),
         "rationale": _k(str, "", doc="why this analysis, which choices and why"),
     },
+    "simulation": {
+        "n_per_cell": _k(int, 500, doc="simulated meta-analyses per cell (scale x k x tau), "
+                         ">= 10; MC SE of a 95% coverage is sqrt(.95 x .05 / n)"),
+        "fast_n_per_cell": _k(int, 100, doc="meta-analyses per cell with --fast "
+                              "(<= n_per_cell)"),
+        "k": _k(list, [2, 3, 5, 10], items=(int,), doc="numbers of studies, each in [2, 50]"),
+        "tau": _k(list, [], items=(int, float),
+                  doc="true tau values (>= 0) on the scale's units (log OR for logOR); "
+                      "empty = the scale's default grid (bayesmeta.simulate.SCALES)"),
+        "scales": _k(list, ["logOR"], items=(str,),
+                     doc="data-generating scales, each 'logOR' or 'MD'"),
+        "priors": _k(list, ["weakly_informative", "empirical"], items=(str,),
+                     doc="prior sets for the exact-Bayes intervals "
+                         "(bayesmeta.priors.PRIOR_SET_NAMES)"),
+        "seed": _k(int, 20240601, doc="random seed (CLI --seed overrides)"),
+    },
 }
 REQUIRED_SECTIONS = ("analysis", "data")
+#: sections a ``simulation`` spec may have (it generates its data)
+SIMULATION_SECTIONS = ("analysis", "simulation", "report", "provenance")
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +214,9 @@ class AnalysisSpec:
     sha256 : str
         SHA-256 of the file's bytes (the spec hash recorded in provenance).
     data_path : Path
-        Resolved CSV file the analysis reads (inside the spec's project).
+        Resolved CSV file the analysis reads (inside the spec's project). Kind
+        ``simulation`` reads no file (it generates its data from the spec): the spec file
+        itself, so provenance records its checksum as the data's.
     analysis, data, classical, bayes, sensitivity, sampling, report, provenance
         One frozen section object each; absent sections hold their defaults.
     """
@@ -212,6 +235,8 @@ class AnalysisSpec:
     published_path: Path | None = None
     #: the validated data table of a user file (read once by :func:`load_spec`)
     frame: Any = field(default=None, repr=False, compare=False, hash=False)
+    #: ``[simulation]`` settings (kind ``simulation``; defaults otherwise)
+    simulation: Any = None
 
     @property
     def name(self) -> str:
@@ -371,6 +396,19 @@ class _Validator:
                 raise self.error(f"'{sec}' must be a table [{sec}], got {type(body).__name__}",
                                  key=sec, line=find_line(self.text, None, sec))
             out[sec] = self.keys(sec, body)
+        if out.get("analysis", {}).get("kind") == "simulation":
+            for sec in out:
+                if sec not in SIMULATION_SECTIONS:
+                    raise self.error(
+                        f"section [{sec}] does not apply to kind 'simulation' (it generates "
+                        f"its data): allowed sections are {list(SIMULATION_SECTIONS)}",
+                        section=sec, line=find_line(self.text, sec),
+                        fix="Put the simulation settings in [simulation]; see "
+                            "models/README.md.")
+            return out
+        if "simulation" in out:
+            raise self.error("section [simulation] applies to kind 'simulation' only",
+                             section="simulation", line=find_line(self.text, "simulation"))
         for sec in REQUIRED_SECTIONS:
             if sec not in out:
                 raise self.error(f"missing required section [{sec}]", section=sec,
@@ -463,6 +501,66 @@ def _resolve_data(v: _Validator, spec_path: Path, sec: str, key: str, value: str
         raise v.error(f"data file not found: {target}", section=sec, key=key,
                       fix="Check the path (relative to the spec file).")
     return target
+
+
+def _check_simulation(v: _Validator, s: dict[str, dict]):
+    """Values of ``[simulation]`` (kind ``simulation``)."""
+    from bayesmeta.simulate import SCALES
+
+    a, sim, rep = s["analysis"], s.get("simulation", {}), s.get("report", {})
+
+    def bad(problem, key, fix=None, sec="simulation"):
+        raise v.error(problem, section=sec, key=key, fix=fix)
+
+    if not _NAME_RE.match(a["name"]):
+        bad(f"Invalid name {a['name']!r}: must match [a-z0-9][a-z0-9_-]* (max 64 chars); "
+            "it names output files", "name", sec="analysis")
+    n = sim.get("n_per_cell", SCHEMA["simulation"]["n_per_cell"].default)
+    if n < 10:
+        bad(f"Invalid n_per_cell {n}: must be >= 10", "n_per_cell")
+    fast = sim.get("fast_n_per_cell", SCHEMA["simulation"]["fast_n_per_cell"].default)
+    if fast < 10:
+        bad(f"Invalid fast_n_per_cell {fast}: must be >= 10", "fast_n_per_cell")
+    if fast > n:
+        bad(f"fast_n_per_cell {fast} exceeds n_per_cell {n}: --fast must not simulate more "
+            "than a full run", "fast_n_per_cell")
+    ks = sim.get("k", tuple(SCHEMA["simulation"]["k"].default))
+    if not ks:
+        bad("k is empty: give at least one number of studies", "k")
+    for k in ks:
+        if not 2 <= k <= 50:
+            bad(f"Invalid k {k}: must be in [2, 50]", "k")
+    for t in sim.get("tau", ()):
+        if not (t >= 0 and math.isfinite(t)):
+            bad(f"Invalid tau {t!r}: must be a finite number >= 0", "tau")
+    scales = sim.get("scales", tuple(SCHEMA["simulation"]["scales"].default))
+    if not scales:
+        bad("scales is empty: give 'logOR' and/or 'MD'", "scales")
+    for sc in scales:
+        if sc not in SCALES:
+            sug = _suggest(sc, SCALES) or next((x for x in SCALES if x.lower() == sc.lower()),
+                                               None)
+            bad(f"Invalid scale {sc!r}: must be one of {list(SCALES)}", "scales",
+                fix=f"Did you mean '{sug}'?" if sug else None)
+    if sim.get("tau") and len(scales) > 1:
+        bad("tau values are in one scale's units, but several scales are listed", "tau",
+            fix="Leave tau empty (each scale's default grid) or use one spec per scale.")
+    names = sim.get("priors", ())
+    known = _prior_sets_available()
+    if known is not None:
+        for name in names:
+            if name not in known:
+                sug = _suggest(name, known)
+                bad(f"unknown prior set {name!r}: must be one of {list(known)}", "priors",
+                    fix=f"Did you mean '{sug}'?" if sug else None)
+    if "seed" in sim and not 0 <= sim["seed"] < 2**32:
+        bad(f"Invalid seed {sim['seed']}: must be in [0, 2**32)", "seed")
+    if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
+        bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob", sec="report")
+    for key in ("control_survival", "thresholds", "new_trial_n", "transform",
+                "reversed_outcomes"):
+        if key in rep:
+            bad(f"[report] {key} does not apply to kind 'simulation'", key, sec="report")
 
 
 def _contradictions(v: _Validator, s: dict[str, dict]):
@@ -784,6 +882,15 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
                         line=int(m.group(1)) if m else None) from err
     v = _Validator(path, text)
     s = v.sections(raw)
+    if s["analysis"]["kind"] == "simulation":
+        _check_simulation(v, s)
+        sim = s.get("simulation", {})
+        # the spec seed lives in [simulation]; RunContext.seed_for reads [sampling] seed
+        seed = sim.get("seed", SCHEMA["simulation"]["seed"].default)
+        sections = {name: cls(**({"seed": seed} if name == "sampling" else s.get(name, {})))
+                    for name, cls in SECTION_CLASSES.items()}
+        return AnalysisSpec(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
+                            data_path=path.resolve(), **sections)
     _contradictions(v, s)
     d = s["data"]
     is_ds = "dataset" in d
