@@ -9,7 +9,7 @@ Public API
 :func:`fit_binomial_normal`  exact binomial likelihood, study baselines, random log-OR
 :func:`fit_nested`           cells (subgroup x time) pooled toward subgroups, subgroups toward the
                              overall mean; study effect shared across time; tau per cell pooled
-:func:`fit_nested_many`      several nested datasets, one compiled model per structure (padding)
+:func:`fit_nested_many`      several nested datasets, one compiled model (level flags, padding)
 :func:`prior_sensitivity`    refit over ``bayesmeta.priors.prior_sets`` -> tidy table
 :class:`SamplerSettings`     draws/tune/chains/cores/target_accept/sampler/seed
 :class:`MCMCResult`          frozen result: datatree, summary, diagnostics, timings, ``to_frame``
@@ -774,9 +774,9 @@ def _prepare_nested(data, overlap: str) -> pd.DataFrame:
     return df
 
 
-# Prior parameters, indices and masks of the nested model are data (``pm.Data``): one compiled
-# model serves every dataset with the same *structure flags* (which levels exist), the same
-# padded sizes and the same prior *families*. See :func:`fit_nested_many`.
+# Prior parameters, indices, masks and level flags of the nested model are data (``pm.Data``):
+# one compiled model serves every dataset with the same padded sizes and the same prior
+# *families*. See :func:`fit_nested_many`.
 
 def _prior_family(p) -> tuple[str, dict]:
     """(cache-key part, {parameter: value}) of a prior whose parameters can be data.
@@ -825,78 +825,96 @@ def _prior_data(p, name: str) -> dict:
 #: Names of the nested model's structural dims, in the order of ``_NestedPrep.sizes``.
 _NESTED_DIMS = ("obs", "subgroup", "time", "study")
 
+#: Smallest padded sizes of a nested fit (covers every bundled nested dataset: at most 6 rows,
+#: 3 subgroups, 3 weeks, 2 studies with a shared effect), so that every small nested fit of a
+#: process shares one compiled model. Larger data pad up to the next power of two.
+NESTED_MIN_PAD = {"obs": 8, "subgroup": 3, "time": 4, "study": 4}
 
-def _build_nested(flags, sizes, mu_prior, het_prior, tau_prior):
-    """Builder of the nested model for structure ``flags`` at (padded) ``sizes``.
+#: Which outputs belong to which level; dropped from every output when the level is switched off.
+_LEVEL_VARS = {
+    "use_subgroup": ("sigma_subgroup", "z_subgroup"),
+    "use_time": ("sigma_time", "z_cell"),
+    "use_study": ("sigma_study", "z_study", "u_study"),
+    "het": ("tau0", "sigma_logtau", "z_logtau", "tau"),
+    "contrast": ("contrast", "contrast_subgroup"),
+}
 
-    ``flags = (has_subgroups, has_times, has_studies, has_het_rows, has_contrast)`` decide
-    which levels exist; ``sizes = (n_obs, n_s, n_t, n_j)`` are the padded dim lengths. All
-    data (yi, sei, obs_mask, s_idx, t_idx, j_idx, het_mask, contrast_idx, prior parameters,
-    sigma_logtau_sd) are ``pm.Data``; padded rows have ``obs_mask = 0``.
+
+def _size_class(n: int, minimum: int) -> int:
+    """``minimum`` if ``n`` fits, else the next power of two >= ``n``."""
+    n = int(n)
+    return minimum if n <= minimum else 1 << (n - 1).bit_length()
+
+
+def _build_nested(sizes, mu_prior, het_prior, tau_prior):
+    """Builder of the nested model at (padded) ``sizes = (n_obs, n_s, n_t, n_j)``.
+
+    One graph for every structure: all levels (subgroup, time, study effect, per-cell tau) are
+    always built and the presence of each is *data*: 0/1 flags ``use_subgroup``, ``use_time``,
+    ``use_study`` multiply the level's contribution to the cell means, and the tau block enters
+    only through ``het_mask`` (0 on every row when there are no study rows). All other data
+    (yi, sei, obs_mask, s_idx, t_idx, j_idx, het_mask, contrast_idx, cell_centred, prior
+    parameters, sigma_logtau_sd) are ``pm.Data`` too; padded rows have ``obs_mask = 0``.
+    Why a switched-off level leaves the posterior of the real parameters unchanged: see
+    :func:`fit_nested_many`.
     """
     import pymc as pm
     import pytensor.tensor as pt
     from pytensor.compile.sharedvalue import SharedVariable
 
-    has_s, has_t, has_j, has_het, has_c = flags
     n_obs, n_s, n_t, n_j = sizes
 
     def builder():
         coords = {"subgroup": [f"g{i}" for i in range(n_s)], "time": [f"t{i}" for i in range(n_t)],
-                  "obs": [f"o{i}" for i in range(n_obs)]}
-        if has_j:
-            coords["study"] = [f"s{i}" for i in range(n_j)]
+                  "obs": [f"o{i}" for i in range(n_obs)], "study": [f"s{i}" for i in range(n_j)]}
         with pm.Model(coords=coords) as m:
             y = pm.Data("yi", np.zeros(n_obs), dims="obs")
             se = pm.Data("sei", np.ones(n_obs), dims="obs")
             mask = pm.Data("obs_mask", np.ones(n_obs), dims="obs")
             s_idx = pm.Data("s_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
             t_idx = pm.Data("t_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
+            j_idx = pm.Data("j_idx", np.full(n_obs, n_j, dtype="int64"), dims="obs")
+            het = pm.Data("het_mask", np.zeros(n_obs), dims="obs")
+            use_s = pm.Data("use_subgroup", 1.0)
+            use_t = pm.Data("use_time", 1.0)
+            use_j = pm.Data("use_study", 1.0)
             mu = _prior_rv(mu_prior, "mu")
-            if has_s:
-                sig_sub = _prior_rv(het_prior, "sigma_subgroup")
-                z_sub = pm.Normal("z_subgroup", 0.0, 1.0, dims="subgroup")
-                mu_sub = pm.Deterministic("mu_subgroup", mu + sig_sub * z_sub, dims="subgroup")
-            else:
-                mu_sub = pm.Deterministic("mu_subgroup", mu + pt.zeros(n_s), dims="subgroup")
-            if has_t:
-                sig_time = _prior_rv(het_prior, "sigma_time")
-                # per-cell choice (data): c = 0 non-centred, z ~ N(0, 1), mu_cell = mu_s + s z;
-                # c = 1 centred, z ~ N(mu_s, s), mu_cell = z (cells with precise data)
-                c = pm.Data("cell_centred", np.zeros((n_s, n_t)), dims=("subgroup", "time"))
-                z_cell = pm.Normal("z_cell", c * mu_sub[:, None], sig_time ** c,
+            # subgroup level: with use_subgroup = 0, mu_subgroup = mu exactly
+            sig_sub = _prior_rv(het_prior, "sigma_subgroup")
+            z_sub = pm.Normal("z_subgroup", 0.0, 1.0, dims="subgroup")
+            mu_sub = pm.Deterministic("mu_subgroup", mu + use_s * (sig_sub * z_sub),
+                                      dims="subgroup")
+            # time level, per-cell choice (data): c = 0 non-centred, z ~ N(0, 1),
+            # mu_cell = mu_s + s z; c = 1 centred, z ~ N(mu_s, s), mu_cell = z (cells with
+            # precise data; only ever with use_time = 1). use_time = 0: mu_cell = mu_s exactly
+            sig_time = _prior_rv(het_prior, "sigma_time")
+            c = pm.Data("cell_centred", np.zeros((n_s, n_t)), dims=("subgroup", "time"))
+            z_cell = pm.Normal("z_cell", c * mu_sub[:, None], sig_time ** c,
+                               dims=("subgroup", "time"))
+            mu_cell = pm.Deterministic(
+                "mu_cell", mu_sub[:, None] + use_t * (sig_time ** (1.0 - c) * z_cell
+                                                      - c * mu_sub[:, None]),
+                dims=("subgroup", "time"))
+            # study effect shared across a study's rows; index n_j = "no shared effect"
+            sig_study = _prior_rv(het_prior, "sigma_study")
+            z_study = pm.Normal("z_study", 0.0, 1.0, dims="study")
+            u = pm.Deterministic("u_study", use_j * (sig_study * z_study), dims="study")
+            u0 = pt.concatenate([u, pt.zeros(1)])
+            mean = mu_cell[s_idx, t_idx] + u0[j_idx]
+            # per-cell tau, entering only rows with het_mask = 1 (study rows)
+            tau0 = _prior_rv(tau_prior, "tau0")
+            lt_sd = pm.Data("sigma_logtau_sd", 0.5)
+            sig_lt = pm.HalfNormal("sigma_logtau", lt_sd)
+            z_lt = pm.Normal("z_logtau", 0.0, 1.0, dims=("subgroup", "time"))
+            tau = pm.Deterministic("tau", pt.exp(pt.log(tau0) + sig_lt * z_lt),
                                    dims=("subgroup", "time"))
-                mu_cell = pm.Deterministic(
-                    "mu_cell", (1.0 - c) * mu_sub[:, None] + sig_time ** (1.0 - c) * z_cell,
-                    dims=("subgroup", "time"))
-            else:
-                mu_cell = pm.Deterministic("mu_cell", mu_sub[:, None] + pt.zeros((n_s, n_t)),
-                                           dims=("subgroup", "time"))
-            mean = mu_cell[s_idx, t_idx]
-            if has_j:
-                j_idx = pm.Data("j_idx", np.full(n_obs, n_j, dtype="int64"), dims="obs")
-                sig_study = _prior_rv(het_prior, "sigma_study")
-                z_study = pm.Normal("z_study", 0.0, 1.0, dims="study")
-                u = pm.Deterministic("u_study", sig_study * z_study, dims="study")
-                u0 = pt.concatenate([u, pt.zeros(1)])       # index n_j = "no shared effect"
-                mean = mean + u0[j_idx]
-            var = se ** 2
-            if has_het:
-                het = pm.Data("het_mask", np.zeros(n_obs), dims="obs")
-                tau0 = _prior_rv(tau_prior, "tau0")
-                lt_sd = pm.Data("sigma_logtau_sd", 0.5)
-                sig_lt = pm.HalfNormal("sigma_logtau", lt_sd)
-                z_lt = pm.Normal("z_logtau", 0.0, 1.0, dims=("subgroup", "time"))
-                tau = pm.Deterministic("tau", pt.exp(pt.log(tau0) + sig_lt * z_lt),
-                                       dims=("subgroup", "time"))
-                var = var + het * tau[s_idx, t_idx] ** 2
+            var = se ** 2 + het * tau[s_idx, t_idx] ** 2
             # padded rows (mask 0): N(y | 0, 1), a constant with zero gradient
             pm.Normal("y", mu=mask * mean, sigma=pt.sqrt(mask * var + (1.0 - mask)),
                       observed=y, dims="obs")
-            if has_c:
-                c_idx = pm.Data("contrast_idx", np.array([0, min(1, n_s - 1)], dtype="int64"))
-                pm.Deterministic("contrast", mu_cell[c_idx[0]] - mu_cell[c_idx[1]], dims="time")
-                pm.Deterministic("contrast_subgroup", mu_sub[c_idx[0]] - mu_sub[c_idx[1]])
+            c_idx = pm.Data("contrast_idx", np.array([0, min(1, n_s - 1)], dtype="int64"))
+            pm.Deterministic("contrast", mu_cell[c_idx[0]] - mu_cell[c_idx[1]], dims="time")
+            pm.Deterministic("contrast_subgroup", mu_sub[c_idx[0]] - mu_sub[c_idx[1]])
         names = tuple(n for n, v in m.named_vars.items() if isinstance(v, SharedVariable))
         return m, names
 
@@ -934,33 +952,36 @@ class _NestedPrep:
 
     @property
     def flags(self) -> tuple[bool, ...]:
+        """(use_subgroup, use_time, use_study, has_het_rows, has_contrast): which levels are
+        switched on (data flags of the one compiled model, not structure)."""
         return (len(self.subgroups) > 1, len(self.times) > 1, len(self.studies) > 0,
                 any(self.het_mask), self.c_ij is not None)
 
     @property
     def group_key(self) -> tuple:
-        """What must agree for two datasets to share one compiled model (sizes aside)."""
-        return ("nested", self.flags, _prior_family(self.mu_p)[0],
-                _prior_family(self.het_p)[0], _prior_family(self.tau_p)[0])
+        """What must agree for two datasets to share one compiled model (sizes aside): the
+        prior *families* only (levels are switched by data flags)."""
+        return ("nested", _prior_family(self.mu_p)[0], _prior_family(self.het_p)[0],
+                _prior_family(self.tau_p)[0])
+
+    def size_class(self) -> tuple[int, int, int, int]:
+        """Default padded sizes: :data:`NESTED_MIN_PAD`, or the next power of two above it."""
+        return tuple(_size_class(n, NESTED_MIN_PAD[d]) for d, n in zip(_NESTED_DIMS,
+                                                                         self.sizes))
 
     def padded(self, pad_to=None) -> tuple[int, int, int, int]:
-        """Sizes padded up to ``pad_to`` (never below the real sizes; a level that does not
-        exist (one subgroup, one time, no shared study effect) is never padded)."""
-        own = self.sizes
+        """Sizes the model is fitted at. ``None``: the size class (:meth:`size_class`); a
+        dict or tuple: exactly those sizes, but never below the real sizes nor below 1
+        (``{}`` = the real sizes)."""
         if pad_to is None:
-            return own
+            return self.size_class()
         if isinstance(pad_to, dict):
             unknown = set(pad_to) - set(_NESTED_DIMS)
             if unknown:
                 raise ValueError(f"unknown pad_to dims {sorted(unknown)}; known: "
                                  f"{list(_NESTED_DIMS)}")
             pad_to = tuple(int(pad_to.get(d, 0)) for d in _NESTED_DIMS)
-        out = [max(a, int(b)) for a, b in zip(own, pad_to)]
-        has_s, has_t, has_j = self.flags[:3]
-        out[1] = out[1] if has_s else 1
-        out[2] = out[2] if has_t else 1
-        out[3] = out[3] if has_j else 0
-        return tuple(out)
+        return tuple(max(a, int(b), 1) for a, b in zip(self.sizes, pad_to))
 
 
 def _nested_prepare(data, *, mu_prior=None, het_prior=None, tau_prior=None,
@@ -1027,17 +1048,15 @@ def _nested_data(prep: _NestedPrep, sizes) -> dict[str, np.ndarray]:
             "s_idx": padv(prep.s_idx, 0, "int64"), "t_idx": padv(prep.t_idx, 0, "int64"),
             "j_idx": padv(j, n_j, "int64"), "het_mask": padv(prep.het_mask, 0.0, float)}
     has_s, has_t, has_j, has_het, has_c = prep.flags
+    data.update(use_subgroup=np.asarray(float(has_s)), use_time=np.asarray(float(has_t)),
+                use_study=np.asarray(float(has_j)))
     data.update(_prior_data(prep.mu_p, "mu"))
-    for name, on in (("sigma_subgroup", has_s), ("sigma_time", has_t), ("sigma_study", has_j)):
-        if on:
-            data.update(_prior_data(prep.het_p, name))
-    if has_het:
-        data.update(_prior_data(prep.tau_p, "tau0"))
-        data["sigma_logtau_sd"] = np.asarray(prep.sigma_logtau_sd)
-    if has_c:
-        data["contrast_idx"] = np.array(prep.c_ij, dtype="int64")
-    if has_t:
-        data["cell_centred"] = _cell_centring(prep, n_s, n_t)
+    for name in ("sigma_subgroup", "sigma_time", "sigma_study"):
+        data.update(_prior_data(prep.het_p, name))
+    data.update(_prior_data(prep.tau_p, "tau0"))
+    data["sigma_logtau_sd"] = np.asarray(prep.sigma_logtau_sd)
+    data["contrast_idx"] = np.array(prep.c_ij if has_c else (0, min(1, n_s - 1)), dtype="int64")
+    data["cell_centred"] = _cell_centring(prep, n_s, n_t) if has_t else np.zeros((n_s, n_t))
     return data
 
 
@@ -1093,6 +1112,24 @@ def _trim(dt, real: dict[str, int]):
     return dt.map_over_datasets(f)
 
 
+def _drop_levels(dt, flags):
+    """Drop the parameters of switched-off levels (prior-only draws) from every group, and
+    dims no variable uses any more (``study`` without a shared study effect)."""
+    use_s, use_t, use_j, has_het, has_c = flags
+    off = [lvl for lvl, on in (("use_subgroup", use_s), ("use_time", use_t),
+                               ("use_study", use_j), ("het", has_het), ("contrast", has_c))
+           if not on]
+    drop = {v for lvl in off for v in _LEVEL_VARS[lvl]}
+
+    def f(ds):
+        ds = ds.drop_vars([v for v in drop if v in ds.data_vars])
+        used = {d for v in ds.data_vars.values() for d in v.dims}
+        unused = [d for d in ("study",) if d in ds.dims and d not in used]
+        return ds.drop_dims(unused) if unused else ds
+
+    return dt.map_over_datasets(f)
+
+
 def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
     """Fit one prepared dataset with the compiled model of its (flags, padded sizes, prior
     families); drop padded entries from every output."""
@@ -1103,13 +1140,13 @@ def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
                                               prep.contrast)
     mu_p, het_p, tau_p = prep.mu_p, prep.het_p, prep.tau_p
     key = prep.group_key + (tuple(sizes),)
-    comp = _get_compiled(key, _build_nested(prep.flags, tuple(sizes), mu_p, het_p, tau_p))
+    comp = _get_compiled(key, _build_nested(tuple(sizes), mu_p, het_p, tau_p))
     data = _nested_data(prep, sizes)
     missing = set(comp.data_names) - set(data)
     if missing:  # pragma: no cover - guards the builder/data contract
         raise EstimationError(f"nested model data missing {sorted(missing)}")
     dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
-    dt = _trim(dt, dict(zip(_NESTED_DIMS, prep.sizes)))
+    dt = _trim(_drop_levels(dt, prep.flags), dict(zip(_NESTED_DIMS, prep.sizes)))
     yi, sei = df["yi"].to_numpy(float), df["sei"].to_numpy(float)
     obs_lab = [f"{r.study or r.row_kind}|{r.subgroup}|{_fmt_time(r.time)}"
                for r in df.itertuples()]
@@ -1191,9 +1228,13 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
     with all z ~ N(0, 1) (non-centred). ``h_r = 1`` for ``study`` rows (residual between-study
     heterogeneity within the cell) and 0 for published pooled rows (their SE already includes
     the heterogeneity of the studies they pool). Cells with two studies borrow strength for
-    tau through tau0 and sigma_logtau instead of collapsing to tau = 0. ``sigma_subgroup`` is
-    dropped with one subgroup, ``sigma_time`` with one time point, the study effect when no
-    study has two or more rows, the tau block when there are no study rows.
+    tau through tau0 and sigma_logtau instead of collapsing to tau = 0. The subgroup level is
+    switched off with one subgroup (``mu_s = mu``), the time level with one time point
+    (``mu_{s,t} = mu_s``), the study effect when no study has two or more rows (``u = 0``),
+    the tau block when there are no study rows (all ``h_r = 0``). Switching is by 0/1 data
+    flags in one compiled model; the switched-off parameters are not reported and appear in
+    no output, and the posterior of the others is exactly that of the model without the level
+    (see :func:`fit_nested_many`).
 
     Parameters
     ----------
@@ -1216,9 +1257,10 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
         a subgroup pooled row and its study rows) are refused with a :class:`DataError`
         (default) or the coarser rows are dropped with a :class:`DataWarning` naming them.
     pad_to : dict, optional
-        Fit at padded sizes ``{"obs": n, "subgroup": n, "time": n, "study": n}`` (each at
-        least the real size; missing dims are not padded) so that datasets of different sizes
-        share one compiled model; :func:`fit_nested_many` chooses them. Padding never changes
+        Sizes ``{"obs": n, "subgroup": n, "time": n, "study": n}`` to fit at (each at least
+        the real size and 1; missing dims are not padded; ``{}`` = the real sizes). Default:
+        the size class, :data:`NESTED_MIN_PAD` or the next power of two above it, so that
+        every small nested fit of a process shares one compiled model. Padding never changes
         the posterior of the real parameters (see :func:`fit_nested_many`) and padded entries
         never appear in any output.
 
@@ -1246,7 +1288,7 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
 
 
 def fit_nested_many(datasets, *, options: dict | None = None, **kw) -> dict[str, MCMCResult]:
-    """Fit the nested model to several datasets, compiling once per model structure.
+    """Fit the nested model to several datasets with one compiled model.
 
     Parameters
     ----------
@@ -1267,12 +1309,24 @@ def fit_nested_many(datasets, *, options: dict | None = None, **kw) -> dict[str,
 
     Notes
     -----
-    Datasets are grouped by *structure*: which levels exist (more than one subgroup -> sigma_
-    subgroup; more than one time -> sigma_time; a study with two or more rows -> the shared
-    study effect; any study row -> the per-cell tau block; a subgroup contrast) and the prior
-    *families* (prior parameters, indices and masks are data). Within a group every dataset is
-    padded to the group's largest number of rows, subgroups, times and studies, so the group
-    shares one compiled model (nutpie: ``compiled.with_data``).
+    All datasets are fitted with **one** compiled model: the levels a dataset has (more than
+    one subgroup -> the subgroup level; more than one time -> the time level; a study with two
+    or more rows -> the shared study effect; study rows -> the per-cell tau block; a subgroup
+    contrast) are 0/1 data flags, prior parameters, indices and masks are data, and every
+    dataset is padded to the largest size class (:meth:`_NestedPrep.size_class`) among them.
+    Only different prior *families* need another compile. The cache is module-level, so
+    :func:`fit_nested` calls at the same size class (the default) reuse it as well.
+
+    Why a switched-off level cannot change the posterior: with ``use_subgroup = 0`` the cell
+    means are built from ``mu_s = mu + 0 * sigma_subgroup * z_s = mu`` exactly (likewise
+    ``use_time = 0``: ``mu_{s,t} = mu_s``; ``use_study = 0``: ``u_j = 0``; no study rows:
+    ``het_mask = 0`` so tau never enters a variance). The likelihood then does not depend on
+    that level's parameters (sigma_subgroup, z_s, ...), and their priors are independent of
+    everything else, so the joint posterior factorises as p(real parameters | y) x p(level
+    parameters): the marginal posterior of the real parameters is exactly that of the model
+    built without the level, and the level's parameters are draws from their prior. They are
+    dropped from every output (DataTree, summary, ``to_frame()``, diagnostics), so the reported
+    parameters are those of the model without the level.
 
     Why padding cannot change the posterior: a padded row has ``obs_mask = 0``, its likelihood
     term is N(0 | 0, 1), a constant in every parameter; a padded subgroup, time or study only adds
@@ -1291,11 +1345,9 @@ def fit_nested_many(datasets, *, options: dict | None = None, **kw) -> dict[str,
         raise ValueError(f"options for unknown datasets {sorted(unknown)}")
     preps = {name: _nested_prepare(d, **{**kw, **options.get(name, {})})
              for name, d in datasets.items()}
-    pads: dict[tuple, tuple] = {}
-    for p in preps.values():
-        g = p.group_key
-        pads[g] = tuple(np.maximum(pads.get(g, p.sizes), p.sizes).tolist())
-    return {name: _nested_fit(p, p.padded(pads[p.group_key])) for name, p in preps.items()}
+    pad = tuple(np.max([p.size_class() for p in preps.values()], axis=0).tolist()) \
+        if preps else ()
+    return {name: _nested_fit(p, p.padded(pad)) for name, p in preps.items()}
 
 
 # ---------------------------------------------------------------------------------------------
