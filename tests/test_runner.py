@@ -144,3 +144,18 @@ def test_baseline_rows_are_not_pooled_with_follow_up():
     assert (pd.to_numeric(meld["time_wk"]) == 0).sum() == len(base) >= 1
     assert "0" not in set(allp["time"]) | set(subs["time"])
     assert len(allp) + len(subs) + len(base) <= len(meld)
+
+
+def test_simulation_spec_same_seed_identical_csv_bytes(tmp_path):
+    """kind 'simulation' through `bayesmeta run --fast`: same seed -> byte-identical CSVs
+    (reference: the first run); another --seed -> other numbers; the report has the figure."""
+    spec = spec_paths(["simulation.toml"])
+    a = runner.run(spec, out_dir=tmp_path / "a", seed=3, fast=True)
+    b = runner.run(spec, out_dir=tmp_path / "b", seed=3, fast=True)
+    c = runner.run(spec, out_dir=tmp_path / "c", seed=4, fast=True)
+    ca, cb = csv_bytes(a), csv_bytes(b)
+    assert "simulation/tables/coverage.csv" in ca and ca == cb
+    assert csv_bytes(c)["simulation/tables/coverage.csv"] != ca["simulation/tables/coverage.csv"]
+    assert (a / "simulation" / "figures" / "coverage.png").is_file()
+    prov = json.loads((a / "provenance.json").read_text())
+    assert prov["analyses"]["simulation"]["seed"] == 3

@@ -103,3 +103,111 @@ def test_config_errors():
     with pytest.raises(SpecError, match="Invalid prior set"):
         sim.simulate(sim.SimulationConfig(n=5, ks=(2,), scales=("MD",), taus=(0.0,),
                                           prior_sets=("nope",)), workers=0, quiet=True)
+
+
+# --------------------------------------------------------------------------------------------
+# kind 'simulation' in specs and `bayesmeta run` (runner.run_simulation)
+# References: the spec texts written here (line numbers counted in the text itself); the MC SE
+# of a proportion sqrt(p(1 - p)/n) (closed form); the [simulation] settings (cells, n).
+# --------------------------------------------------------------------------------------------
+SIM_SPEC = """\
+[analysis]
+name = "sim"
+title = "Sim"
+kind = "simulation"
+
+[simulation]
+n_per_cell = 40
+fast_n_per_cell = 20
+k = [2, 3]
+tau = [0.0, 0.5]
+priors = ["weakly_informative"]
+seed = 11
+"""
+
+
+def _spec(tmp_path, text, name="sim.toml"):
+    from bayesmeta.spec import load_spec
+
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return load_spec(p)
+
+
+def test_bundled_simulation_spec_validates():
+    from bayesmeta.spec import load_spec, models_dir
+
+    path = models_dir() / "simulation.toml"
+    spec = load_spec(path)
+    assert spec.kind == "simulation" and spec.data_path == path.resolve()
+    s = spec.simulation
+    assert tuple(s.k) == (2, 3, 5, 10) and tuple(s.tau) == (0.0, 0.25, 0.5)
+    assert tuple(s.scales) == ("logOR",) and s.fast_n_per_cell < s.n_per_cell
+    assert spec.sampling.seed == s.seed  # RunContext.seed_for reads it (and --seed overrides)
+
+
+def test_simulation_spec_defaults(tmp_path):
+    spec = _spec(tmp_path, '[analysis]\nname = "s"\ntitle = "S"\nkind = "simulation"\n')
+    assert spec.simulation.n_per_cell == 500 and tuple(spec.simulation.k) == (2, 3, 5, 10)
+    assert tuple(spec.simulation.priors) == ("weakly_informative", "empirical")
+
+
+@pytest.mark.parametrize("old,new,line,key,fix", [
+    ("n_per_cell = 40", "n_per_cel = 40", 7, "simulation.n_per_cel", "Did you mean 'n_per_cell'"),
+    ('priors = ["weakly_informative"]', 'priors = ["weakly_informativ"]', 11,
+     "simulation.priors", "Did you mean 'weakly_informative'"),
+    ("k = [2, 3]", "k = [1, 3]", 9, "simulation.k", None),
+    ("tau = [0.0, 0.5]", "tau = [-0.1]", 10, "simulation.tau", None),
+    ("fast_n_per_cell = 20", "fast_n_per_cell = 50", 8, "simulation.fast_n_per_cell", None),
+    ("seed = 11", 'seed = 11\nscales = ["logor"]', 13, "simulation.scales",
+     "Did you mean 'logOR'"),
+])
+def test_bad_simulation_key_names_line_and_key(tmp_path, old, new, line, key, fix):
+    assert old in SIM_SPEC
+    with pytest.raises(SpecError) as e:
+        _spec(tmp_path, SIM_SPEC.replace(old, new))
+    assert e.value.line == line and e.value.key == key, str(e.value)
+    assert f"line {line}" in str(e.value)
+    if fix:
+        assert fix in str(e.value)
+
+
+def test_simulation_sections_are_kind_specific(tmp_path):
+    with pytest.raises(SpecError, match=r"\[data\] does not apply to kind 'simulation'") as e:
+        _spec(tmp_path, SIM_SPEC + '\n[data]\ndataset = "bcg"\nmeasure = "RR"\n')
+    assert e.value.line == 14
+    generic = ('[analysis]\nname = "g"\ntitle = "G"\nkind = "generic"\n\n[data]\n'
+               'dataset = "bcg"\nmeasure = "RR"\n\n[simulation]\nk = [2]\n')
+    with pytest.raises(SpecError, match=r"\[simulation\] applies to kind 'simulation' only"):
+        _spec(tmp_path, generic, "g.toml")
+    with pytest.raises(SpecError, match=r"Did you mean \[simulation\]\?"):
+        _spec(tmp_path, SIM_SPEC.replace("[simulation]", "[simulaton]"))
+
+
+def test_run_simulation_fast_table_and_mcse(tmp_path):
+    """--fast uses fast_n_per_cell; the table has the documented columns, one row per
+    cell x method, and the coverage MC SE is the binomial sqrt(p(1 - p)/n)."""
+    from bayesmeta import runner
+
+    spec = _spec(tmp_path, SIM_SPEC)
+    out = runner.run_simulation(spec, runner.RunContext(fast=True))
+    t = out.tables["coverage"]
+    assert tuple(t.columns) == runner.SIM_COLUMNS == (
+        "scale", "k", "tau", "method", "n", "coverage", "coverage_mcse", "width", "width_mcse",
+        "bias", "bias_mcse", "rmse", "n_failed")
+    methods = {f"{m}-{z}" for m in ("DL", "REML", "PM") for z in ("z", "HKSJ")} | \
+        {"Bayes-weakly_informative"}
+    assert set(t["method"]) == methods and len(t) == 2 * 2 * len(methods)
+    assert (t["n"] == 20).all()
+    p = t["coverage"].to_numpy()
+    np.testing.assert_allclose(t["coverage_mcse"], np.sqrt(p * (1 - p) / 20), rtol=1e-12)
+    assert ((t["width_mcse"] > 0) & (t["bias_mcse"] > 0)).all()
+    assert "coverage" in out.figures and out.fast
+    text = " ".join(out.answers)
+    assert "k = 2:" in text and "k = 3:" in text and "DL-HKSJ" in text
+    methods_par = [b.text for b in out.blocks if b.kind == "text"][-1]
+    assert "n = 20 meta-analyses per cell" in methods_par
+    assert "bayesmeta simulate --n 10000 --k 2 3" in methods_par
+    assert "normal-normal" in methods_par and "unequal study sizes" in methods_par
+    full = runner.run_simulation(spec, runner.RunContext(fast=False))
+    assert (full.tables["coverage"]["n"] == 40).all()
