@@ -234,7 +234,8 @@ def coverage_figure(table: pd.DataFrame, level: float = 0.95, *, x: str = "tau",
     cols = sorted(set(table[panel]))
     if methods is None:
         methods = sorted(set(table["method"]))
-    fig, axes = plt.subplots(len(scales), len(cols), figsize=(3.0 * len(cols), 2.8 * len(scales)),
+    width = 3.0 * len(cols) + 1.9  # + the legend column on the right
+    fig, axes = plt.subplots(len(scales), len(cols), figsize=(width, 2.8 * len(scales)),
                              squeeze=False, sharey=True)
     for i, s in enumerate(scales):
         for j, c in enumerate(cols):
@@ -254,9 +255,10 @@ def coverage_figure(table: pd.DataFrame, level: float = 0.95, *, x: str = "tau",
                 ax.minorticks_off()
             if j == 0:
                 ax.set_ylabel("coverage of mu")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(f"Coverage of {level:.0%} intervals (bars: ±2 MCSE)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.9 / width, 1))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
     return fig
 
 
