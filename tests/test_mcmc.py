@@ -289,7 +289,7 @@ def nested_many_fits(msc2023_meld_rows):
               draws=1000, warn=False)
     many = mcmc.fit_nested_many({"A": a, "B": b}, options={"B": {"seed": 7}}, **kw)
     alone_a = mcmc.fit_nested(a, **kw)
-    alone_b = mcmc.fit_nested(b, **{**kw, "seed": 8})   # reference: unpadded model
+    alone_b = mcmc.fit_nested(b, pad_to={}, **{**kw, "seed": 8})   # reference: unpadded model
     return many, alone_a, alone_b
 
 
@@ -306,8 +306,10 @@ def test_nested_padded_agrees_with_unpadded(nested_many_fits):
     seed); overall mean, subgroup means and cell means agree within Z_MCSE x MCSE."""
     many, _, alone_b = nested_many_fits
     pb = many["B"]
-    assert pb.extra["padded_sizes"] == {"obs": 4, "subgroup": 3, "time": 3, "study": 0}
-    assert alone_b.extra["padded_sizes"] == alone_b.extra["real_sizes"]
+    # both padded to A's size class, NESTED_MIN_PAD (A: 4 rows, 3 subgroups, 3 weeks)
+    assert pb.extra["padded_sizes"] == mcmc.NESTED_MIN_PAD
+    # unpadded: real sizes (the study dim has length >= 1: one unused, switched-off z_study)
+    assert alone_b.extra["padded_sizes"] == {**alone_b.extra["real_sizes"], "study": 1}
     labels = ["mu", "mu[ACLF]", "mu[cirrhosis]", "mu[ACLF, 12]", "mu[ACLF, 24]",
               "mu[cirrhosis, 24]", "contrast", "contrast[24]"]
     zs = {lab: _z(pb, alone_b, lab) for lab in labels}
@@ -352,3 +354,89 @@ def test_nested_padded_entries_never_in_outputs(nested_many_fits):
     assert list(fr["parameter"]) == list(alone_b.to_frame()["parameter"])
     assert not fr["parameter"].str.contains(r"\[(?:g|t|o|s)\d", regex=True).any()
     assert set(fr["time"]) <= {"", "12", "24"}
+
+
+# ---------------------------------------------------------------------------------------------
+# nested model: levels switched by data flags, one compiled model for every structure
+# ---------------------------------------------------------------------------------------------
+
+#: Four published pooled estimates of one cell (all patients, one week): one subgroup, one time,
+#: no study with two rows, no study rows -> every level switched off (use_subgroup = use_time =
+#: use_study = 0, het_mask = 0).
+FLAT = pd.DataFrame({"time": [4] * 4, "row_kind": ["pooled"] * 4,
+                     "yi": [-1.2, -0.4, -2.0, -0.9], "sei": [0.5, 0.8, 1.1, 0.6]})
+FLAT_MU_PRIOR = priors.Normal(0.5, 2.0)
+_LEVEL_PARAMS = ("sigma_subgroup", "z_subgroup", "sigma_time", "z_cell", "sigma_study",
+                 "z_study", "u_study", "tau0", "sigma_logtau", "z_logtau", "tau", "contrast",
+                 "contrast_subgroup")
+
+
+@pytest.fixture(scope="module")
+def flags_fits(meld2014):
+    """Two datasets of different structure through fit_nested_many: the 2014 MELD arm data
+    (time level, shared study effect, per-cell tau; no subgroup level) and FLAT (no level at
+    all). Same prior families (Normal mu, HalfNormal heterogeneity/tau), so one compile."""
+    return mcmc.fit_nested_many(
+        {"meld": meld2014, "flat": FLAT}, measure="MD", warn=False,
+        options={"flat": {"mu_prior": FLAT_MU_PRIOR, "tau_prior": priors.HalfNormal(1.0),
+                          "seed": 11}})
+
+
+def test_nested_levels_off_equals_exact_reduction(flags_fits):
+    """With every level switched off the nested model reduces exactly to y_r ~ N(mu, se_r²),
+    mu ~ N(m0, s0²) (mu_subgroup = mu, mu_cell = mu_subgroup, u = 0, no tau in any variance;
+    the switched-off parameters are prior-only). Reference: the conjugate closed form,
+    mu | y ~ N(m, v) with 1/v = 1/s0² + sum 1/se_r², m = v (m0/s0² + sum y_r/se_r²). Mean, SD and
+    2.5/50/97.5% quantiles within Z_MCSE x MCSE; mu_cell equals mu draw for draw."""
+    from scipy import stats
+
+    fit = flags_fits["flat"]
+    assert fit.diagnostics.divergences == 0, str(fit.diagnostics)
+    w = 1.0 / FLAT["sei"].to_numpy() ** 2
+    prec = 1.0 / FLAT_MU_PRIOR.sd ** 2 + w.sum()
+    m = (FLAT_MU_PRIOR.mean / FLAT_MU_PRIOR.sd ** 2 + (w * FLAT["yi"].to_numpy()).sum()) / prec
+    ref = stats.norm(m, prec ** -0.5)
+    da = fit.datatree["posterior"]["mu"]
+    x = da.values.ravel()
+    checks = [("mean", x.mean(), ref.mean(), _mcse(da, "mean")),
+              ("sd", x.std(ddof=1), ref.std(), _mcse(da, "sd"))]
+    checks += [(f"q{q}", np.quantile(x, q), ref.ppf(q), _mcse(da, "quantile", q))
+               for q in (0.025, 0.5, 0.975)]
+    z = {name: (est - r) / se for name, est, r, se in checks}
+    print("\nlevels off vs closed form z:", {k: round(float(v), 2) for k, v in z.items()})
+    assert max(map(abs, z.values())) <= Z_MCSE, z
+    post = fit.datatree["posterior"]
+    np.testing.assert_array_equal(post["mu_cell"].sel(subgroup="all", time="4").values,
+                                  post["mu"].values)
+    np.testing.assert_array_equal(post["mu_subgroup"].sel(subgroup="all").values,
+                                  post["mu"].values)
+
+
+def test_nested_different_structures_share_one_compile(flags_fits):
+    """Reference: the cache contract (key = prior families + padded sizes, levels are data):
+    the second dataset, of a different structure, reuses the first one's compiled model."""
+    meld, flat = flags_fits["meld"], flags_fits["flat"]
+    assert meld.extra["padded_sizes"] == flat.extra["padded_sizes"] == mcmc.NESTED_MIN_PAD
+    if flat.settings["sampler"] == "nutpie":
+        assert flat.compile_seconds == 0.0
+    assert meld.clean, str(meld.diagnostics)
+
+
+def test_nested_switched_off_parameters_never_in_outputs(flags_fits):
+    """Reference: the model without the level (rule): FLAT reports only mu and its one cell;
+    the MELD fit reports its time, study and tau levels but nothing of the subgroup level or a
+    contrast. No switched-off parameter in any DataTree group, the summary or to_frame(); no
+    study dim without a shared study effect."""
+    flat, meld = flags_fits["flat"], flags_fits["meld"]
+    assert list(flat.to_frame()["parameter"]) == ["mu", "mu[all, 4]"]
+    assert list(flat.summary.index) == ["mu", "mu[all, 4]"]
+    for node in flat.datatree.subtree:
+        assert not set(_LEVEL_PARAMS) & set(node.ds.data_vars), node.path
+        assert "study" not in node.ds.dims, node.path
+    mp = set(meld.to_frame()["parameter"])
+    assert {"sigma_time", "sigma_study", "tau0", "sigma_logtau", "tau[all, 24]"} <= mp
+    assert not {"sigma_subgroup", "contrast", "mu[all]"} & mp
+    post = meld.datatree["posterior"]
+    assert not {"sigma_subgroup", "z_subgroup", "contrast", "contrast_subgroup"} & \
+        set(post.data_vars)
+    assert list(post["study"].values) == ["Amer ME 2011", "Peng L 2011"]
