@@ -845,9 +845,11 @@ def _sim_label(method: str) -> str:
     return method
 
 
-def _sim_throughput() -> str:
-    """The 1-worker ``bayesmeta simulate`` throughput from benchmarks/results.json, if shipped."""
+def _sim_throughput() -> tuple[str, float]:
+    """The 1-worker ``bayesmeta simulate`` throughput from benchmarks/results.json, if shipped:
+    (text, meta-analyses per second or nan)."""
     import json
+    import re
 
     from bayesmeta.spec import models_dir
 
@@ -856,10 +858,12 @@ def _sim_throughput() -> str:
         rows = json.loads(f.read_text(encoding="utf-8"))
         r = next(r for r in rows if r.get("group") == "simulate" and "1 worker" in r["case"]
                  and not r.get("baseline"))
+        m = re.match(r"\s*([0-9.]+)/s", str(r["ratio"]))
         return (f"{r['ratio']} with one worker process on 2 shared cores ({r['case']}: "
-                f"{r['seconds']:.0f} s; benchmarks/results.md)")
+                f"{r['seconds']:.0f} s; benchmarks/results.md)",
+                float(m.group(1)) if m else math.nan)
     except (OSError, ValueError, StopIteration, KeyError, TypeError):
-        return "see benchmarks/results.md"
+        return "see benchmarks/results.md", math.nan
 
 
 def run_simulation(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
@@ -968,6 +972,7 @@ def run_simulation(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
                  f"[{lo}, {hi}], v_i = 2 x {q['sd']:g}² / n_i")
         dgm.append(f"{v}; mu = {q['mu']:g}")
     tau_arg = " ".join(f"{t:g}" for t in S.tau)
+    tp_text, tp_rate = _sim_throughput()
     cmd = (f"bayesmeta simulate --n 10000 --k {' '.join(str(k) for k in cfg.ks)} --scale "
            f"{' '.join(cfg.scales)}" + (f" --tau {tau_arg}" if tau_arg else "")
            + f" --priors {' '.join(S.priors)} --seed {seed} --out simulation-full")
@@ -976,15 +981,17 @@ def run_simulation(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
           f"by DL, REML and PM with Wald z and HKSJ (Knapp-Hartung) intervals and by the exact "
           f"Bayesian NNHM (quadrature over tau; equal-tailed {level:.0%} credible interval) "
           f"under the prior sets {', '.join(S.priors)} (bayesmeta.priors.prior_sets). "
-          f"n = {n} meta-analyses per cell ({cells} cells, {res.n_meta} in all, "
-          f"{res.seconds:.1f} s in-process, seed {seed})"
+          f"n = {n} meta-analyses per cell ({cells} cells, {res.n_meta} in all, in-process, "
+          f"seed {seed})"
           + (" — the --fast size" if ctx.fast else "") + f"; the Monte Carlo SE of a coverage "
           f"near {level:.0%} is sqrt({level:g} x {1 - level:.2g} / {n}) = {100 * mcse95:.2f} "
           f"percentage points (coverage, mean width and bias each carry their own MC SE in the "
           f"table). This run is sized for the report; the full-size run is `{cmd}` (n = 10 000 "
           f"per cell, MC SE {100 * math.sqrt(level * (1 - level) / 10000):.2f} points; "
           f"resumable, on a local Dask cluster or --scheduler tcp://HOST:PORT); measured "
-          f"throughput: {_sim_throughput()}.")
+          f"throughput: {tp_text}"
+          + (f", i.e. about {cells * 10000 / tp_rate / 60:.0f} min for these {cells} cells "
+             f"(fewer prior sets are faster)" if math.isfinite(tp_rate) else "") + ".")
     if res.table["n_failed"].sum():
         out.warnings.append(f"{int(res.table['n_failed'].sum())} fits returned no interval "
                             "(excluded from their cell; counts in n_failed)")
