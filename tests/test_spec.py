@@ -41,10 +41,11 @@ def test_every_bundled_spec_validates(path):
     assert spec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_bundled_specs_cover_the_six_analyses():
+def test_bundled_specs_cover_every_analysis_the_issues_ask_for():
+    """Issue 4's six bundled analyses, plus issue 6's simulation results in the report."""
     kinds = {load_spec(p).kind for p in bundled_specs()}
     assert kinds == {"fig3_meld", "one_arm", "survival_published", "nested_published",
-                     "complications", "generic"}
+                     "complications", "generic", "simulation"}
 
 
 def test_good_spec_defaults(tmp_path):
