@@ -1495,8 +1495,65 @@ def provenance(outputs, ctx: RunContext, argv) -> dict:
     }
 
 
+def _uses_mcmc(spec: AnalysisSpec) -> bool:
+    """Does this analysis fit PyMC models (and so pay nutpie's numba compile)?"""
+    return spec.kind in ("fig3_meld", "nested_published") or spec.bayes.engine == "mcmc"
+
+
+def _run_in_worker(paths, fast, seed):
+    """Worker-process entry (top level, so it pickles): load and run the specs in order (the
+    parent has validated them already; specs travel as paths)."""
+    ctx = RunContext(fast=fast, seed=seed)
+    return [run_spec(load_spec(p), ctx) for p in paths]
+
+
+def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
+    """Run every spec; return outputs in spec order.
+
+    With ``jobs > 1`` the MCMC analyses run in one worker process (so their one compiled nested
+    model is shared, as in a serial run) while this process runs the exact and classical ones.
+    Each analysis is seeded from its own spec, so the numbers do not depend on the schedule.
+    The worker is terminated on any error or interrupt before the report is written.
+    """
+    say = ctx.progress
+    n = len(specs)
+    mcmc_idx = [i for i, s in enumerate(specs) if _uses_mcmc(s)]
+    rest_idx = [i for i in range(n) if i not in mcmc_idx]
+    outputs: list[AnalysisOutput | None] = [None] * n
+    pool = None
+    if jobs > 1 and mcmc_idx and rest_idx:
+        import multiprocessing as mp
+
+        # spawn: a clean interpreter (no inherited numba/OpenMP threads, safe on every OS)
+        pool = mp.get_context("spawn").Pool(1)
+        pending = pool.apply_async(_run_in_worker,
+                                   ([str(specs[i].path) for i in mcmc_idx], ctx.fast,
+                                    ctx.seed))
+        say(f"  {len(mcmc_idx)} MCMC analys{'is' if len(mcmc_idx) == 1 else 'es'} "
+            f"({', '.join(specs[i].name for i in mcmc_idx)}) running in a worker process")
+        serial = rest_idx
+    else:
+        serial = list(range(n))
+    try:
+        for i in serial:
+            spec = specs[i]
+            say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")
+            outputs[i] = run_spec(spec, ctx)
+            say(f"      done in {outputs[i].seconds:.1f} s")
+        if pool is not None:
+            for i, o in zip(mcmc_idx, pending.get()):
+                outputs[i] = o
+                say(f"[{i + 1}/{n}] {o.name} ({o.kind}) done in {o.seconds:.1f} s (worker)")
+            pool.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return outputs
+
+
 def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool = False,
-        progress: Callable[[str], None] | None = None, argv=None) -> Path:
+        progress: Callable[[str], None] | None = None, argv=None, jobs: int = 2) -> Path:
     """Validate and run specs, write the report; return the output directory.
 
     Parameters
@@ -1509,6 +1566,9 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
         Overrides every spec's seed.
     fast : bool
         Few MCMC draws (smoke tests); the report says so.
+    jobs : int
+        2 (default): MCMC analyses run in a worker process beside the others; 1: serial.
+        The numbers are the same either way.
     """
     say = progress or (lambda msg: None)
     paths = expand_spec_args(list(spec_args))
@@ -1520,13 +1580,8 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
     if dup:
         raise SpecError(f"analysis names must be unique; repeated: {dup}")
     ctx = RunContext(fast=fast, seed=seed, progress=say)
-    outputs = []
     t_all = time.perf_counter()
-    for i, spec in enumerate(specs, 1):
-        say(f"[{i}/{len(specs)}] {spec.name} ({spec.kind}){' --fast' if fast else ''}")
-        o = run_spec(spec, ctx)
-        say(f"      done in {o.seconds:.1f} s")
-        outputs.append(o)
+    outputs = _run_all(specs, ctx, jobs)
     res = [o.tables["results"] for o in outputs if "results" in o.tables]
     auds = [o.tables["audit"] for o in outputs if "audit" in o.tables and len(o.tables["audit"])]
     results_all = results.concat(*res) if res else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -22,6 +23,9 @@ def add_parser(subparsers):
                    help="override every spec's sampling seed")
     p.add_argument("--fast", action="store_true",
                    help="few MCMC draws (smoke test); the report says so")
+    p.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="1: run analyses one after another; 2 (default on >= 2 cores): MCMC "
+                        "analyses in a worker process beside the others (same numbers)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
     return p
@@ -45,7 +49,7 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         out = runner.run(args.specs, out_dir=args.out, seed=args.seed, fast=args.fast,
-                         progress=progress, argv=["bayesmeta", *sys.argv[1:]])
+                         jobs=args.jobs, progress=progress, argv=["bayesmeta", *sys.argv[1:]])
     finally:
         signal.signal(signal.SIGTERM, previous)
     progress(f"report: {out / 'index.html'}")
