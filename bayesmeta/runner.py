@@ -1500,11 +1500,17 @@ def _uses_mcmc(spec: AnalysisSpec) -> bool:
     return spec.kind in ("fig3_meld", "nested_published") or spec.bayes.engine == "mcmc"
 
 
-def _run_in_worker(paths, fast, seed):
+def _run_in_worker(conn, paths, fast, seed):
     """Worker-process entry (top level, so it pickles): load and run the specs in order (the
-    parent has validated them already; specs travel as paths)."""
-    ctx = RunContext(fast=fast, seed=seed)
-    return [run_spec(load_spec(p), ctx) for p in paths]
+    parent has validated them already; specs travel as paths); send back ("ok", outputs) or
+    ("error", exception)."""
+    try:
+        ctx = RunContext(fast=fast, seed=seed)
+        conn.send(("ok", [run_spec(load_spec(p), ctx) for p in paths]))
+    except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
+        conn.send(("error", err))
+    finally:
+        conn.close()
 
 
 def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
@@ -1520,15 +1526,19 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
     mcmc_idx = [i for i, s in enumerate(specs) if _uses_mcmc(s)]
     rest_idx = [i for i in range(n) if i not in mcmc_idx]
     outputs: list[AnalysisOutput | None] = [None] * n
-    pool = None
+    proc = conn = None
     if jobs > 1 and mcmc_idx and rest_idx:
         import multiprocessing as mp
 
-        # spawn: a clean interpreter (no inherited numba/OpenMP threads, safe on every OS)
-        pool = mp.get_context("spawn").Pool(1)
-        pending = pool.apply_async(_run_in_worker,
-                                   ([str(specs[i].path) for i in mcmc_idx], ctx.fast,
-                                    ctx.seed))
+        # spawn: a clean interpreter (no inherited numba/OpenMP threads); not a daemon, so the
+        # pymc sampler may start its own chain processes inside it
+        ctxmp = mp.get_context("spawn")
+        conn, child = ctxmp.Pipe(duplex=False)
+        proc = ctxmp.Process(target=_run_in_worker, daemon=False,
+                             args=(child, [str(specs[i].path) for i in mcmc_idx], ctx.fast,
+                                   ctx.seed))
+        proc.start()
+        child.close()
         say(f"  {len(mcmc_idx)} MCMC analys{'is' if len(mcmc_idx) == 1 else 'es'} "
             f"({', '.join(specs[i].name for i in mcmc_idx)}) running in a worker process")
         serial = rest_idx
@@ -1540,15 +1550,24 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
             say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")
             outputs[i] = run_spec(spec, ctx)
             say(f"      done in {outputs[i].seconds:.1f} s")
-        if pool is not None:
-            for i, o in zip(mcmc_idx, pending.get()):
+        if proc is not None:
+            try:
+                status, value = conn.recv()
+            except EOFError:
+                raise EstimationError(f"the worker process running the MCMC analyses died "
+                                      f"(exit code {proc.exitcode})",
+                                      ) from None
+            if status == "error":
+                raise value
+            for i, o in zip(mcmc_idx, value):
                 outputs[i] = o
                 say(f"[{i + 1}/{n}] {o.name} ({o.kind}) done in {o.seconds:.1f} s (worker)")
-            pool.close()
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if proc is not None:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+            conn.close()
     return outputs
 
 
