@@ -440,3 +440,61 @@ def test_nested_switched_off_parameters_never_in_outputs(flags_fits):
     assert not {"sigma_subgroup", "z_subgroup", "contrast", "contrast_subgroup"} & \
         set(post.data_vars)
     assert list(post["study"].values) == ["Amer ME 2011", "Peng L 2011"]
+
+
+_REPRO_SCRIPT = r"""
+import sys, warnings
+import numpy as np, pandas as pd
+warnings.simplefilter("ignore")
+from bayesmeta import mcmc
+d = pd.read_csv(sys.argv[1])
+d["yi"] = d["m1i"] - d["m2i"]
+d["sei"] = np.sqrt(d["sd1i"] ** 2 / d["n1i"] + d["sd2i"] ** 2 / d["n2i"])
+fit = mcmc.fit_nested(d[["study", "time", "yi", "sei"]], measure="MD", draws=150, tune=150,
+                      chains=2, cores=1, seed=20140301)
+dt = fit.datatree
+out = {f"posterior/{v}": dt["posterior"][v].values for v in dt["posterior"].data_vars}
+out["step_size"] = dt["sample_stats"]["step_size"].values
+np.savez(sys.argv[2], **out)
+"""
+
+
+@pytest.mark.slow
+def test_nested_same_seed_identical_with_cold_and_warm_compile_cache(tmp_path):
+    """Contract of ``SamplerSettings`` (reference: the documented promise "the same seed gives
+    bit-identical draws", independent of the pytensor compile cache): the nested fit in
+    fresh processes with two different *empty* ``base_compiledir`` and in a process whose
+    cache is warm (the first directory again) gives bitwise identical draws and step sizes.
+    With pytensor's numba fastmath on, cache-loaded kernels gave last-bit different
+    logp/gradients and different draws (see ``mcmc._deterministic_numba``)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data" / "meld_2014_fig3.csv"
+    script = tmp_path / "fit.py"
+    script.write_text(_REPRO_SCRIPT)
+
+    def start(cache: str, out: str):
+        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / cache}",
+               "MPLBACKEND": "Agg"}
+        return subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path / out)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    def finish(p):
+        log, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, log[-3000:]
+
+    cold = [start("cache_a", "cold_a.npz"), start("cache_b", "cold_b.npz")]
+    for p in cold:
+        finish(p)
+    assert any((tmp_path / "cache_a").rglob("*.nbi")), "no numba cache written; not a warm run"
+    finish(start("cache_a", "warm_a.npz"))
+    runs = {n: np.load(tmp_path / f"{n}.npz") for n in ("cold_a", "cold_b", "warm_a")}
+    ref = runs["cold_a"]
+    for name, r in runs.items():
+        assert sorted(r.files) == sorted(ref.files)
+        for k in ref.files:
+            np.testing.assert_array_equal(r[k], ref[k], err_msg=f"{name}: {k}")
