@@ -270,10 +270,23 @@ def _page(title: str, body: str) -> str:
 
 
 def _fig_bytes(fig) -> tuple[bytes, bytes]:
+    if isinstance(fig, tuple):  # already rendered by prerender()
+        return fig
     png, svg = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
     fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
     return png.getvalue(), svg.getvalue()
+
+
+def prerender(output: AnalysisOutput) -> None:
+    """Render ``output``'s figures to (PNG, SVG) bytes now, exactly as :func:`write_report`
+    would, and close them: lets a run render while it waits for other analyses."""
+    import matplotlib.pyplot as plt
+
+    for name, fig in list(output.figures.items()):
+        if not isinstance(fig, tuple):
+            output.figures[name] = _fig_bytes(fig)
+            plt.close(fig)
 
 
 def _fast_banner(fast: bool) -> str:
@@ -392,7 +405,8 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
             figs = {}
             for fname, fig in o.figures.items():
                 png, svg = _fig_bytes(fig)
-                plt.close(fig)
+                if not isinstance(fig, tuple):
+                    plt.close(fig)
                 figs[fname] = (png, svg)
                 _inside(tmp, f"{o.name}/figures/{fname}.png").write_bytes(png)
                 _inside(tmp, f"{o.name}/figures/{fname}.svg").write_bytes(svg)

@@ -43,7 +43,7 @@ from scipy import stats
 from bayesmeta import audit as _audit
 from bayesmeta import plots, results
 from bayesmeta.exceptions import BayesMetaError, EstimationError, SpecError
-from bayesmeta.report import AnalysisOutput, write_report
+from bayesmeta.report import AnalysisOutput, prerender, write_report
 from bayesmeta.spec import AnalysisSpec, expand_spec_args, load_spec, read_data
 
 Z975 = float(stats.norm.ppf(0.975))
@@ -1549,6 +1549,8 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
             spec = specs[i]
             say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")
             outputs[i] = run_spec(spec, ctx)
+            if proc is not None:  # render figures while the worker is still sampling
+                prerender(outputs[i])
             say(f"      done in {outputs[i].seconds:.1f} s")
         if proc is not None:
             try:
