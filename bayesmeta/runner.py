@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
+import os
 import platform
 import sys
 import time
@@ -1505,6 +1506,10 @@ def _run_in_worker(conn, paths, fast, seed):
     parent has validated them already; specs travel as paths); send back ("ok", outputs) or
     ("error", exception)."""
     try:
+        # numba fastmath off process-wide, also for processes this worker starts (pymc's own
+        # sampler runs chains in child processes): see bayesmeta.mcmc._deterministic_numba
+        flags = os.environ.get("PYTENSOR_FLAGS", "")
+        os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags, "numba__fastmath=False"]))
         ctx = RunContext(fast=fast, seed=seed)
         conn.send(("ok", [run_spec(load_spec(p), ctx) for p in paths]))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
