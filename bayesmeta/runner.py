@@ -867,6 +867,20 @@ def _sim_throughput() -> tuple[str, float]:
         return "see benchmarks/results.md", math.nan
 
 
+def _bench_table() -> pd.DataFrame | None:
+    """benchmarks/results.json as a table (source tree only; None when not shipped)."""
+    import json
+
+    from bayesmeta.spec import models_dir
+
+    f = models_dir().parent / "benchmarks" / "results.json"
+    try:
+        rows = json.loads(f.read_text(encoding="utf-8"))
+        return pd.DataFrame(rows, columns=["group", "case", "seconds", "baseline", "ratio"])
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def run_simulation(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     """Coverage, width and bias of 95% intervals with 2-10 studies, by simulation.
 
@@ -993,6 +1007,12 @@ def run_simulation(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
           f"throughput: {tp_text}"
           + (f", i.e. about {cells * 10000 / tp_rate / 60:.0f} min for these {cells} cells "
              f"(fewer prior sets are faster)" if math.isfinite(tp_rate) else "") + ".")
+    bench = _bench_table()
+    if bench is not None:
+        out.h("Benchmarks")
+        out.table("benchmarks", bench, "Committed benchmark results (`python benchmarks/run.py`"
+                  " -> benchmarks/results.md): ratios are against a baseline measured in the "
+                  "same run, on the project's 2-core machine.", csv=False)
     if res.table["n_failed"].sum():
         out.warnings.append(f"{int(res.table['n_failed'].sum())} fits returned no interval "
                             "(excluded from their cell; counts in n_failed)")

@@ -173,3 +173,18 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path):
     b = runner.run(specs, out_dir=tmp_path / "parallel", fast=True, jobs=2)
     for name in ("results.csv", "audit.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_simulation_page_carries_the_benchmark_table(tmp_path):
+    """Issue 6: benchmark tables in the report. Reference: the committed
+    benchmarks/results.json, every case of which must appear on the simulation page."""
+    import json
+
+    from bayesmeta import runner
+    from bayesmeta.spec import models_dir
+
+    rows = json.loads((models_dir().parent / "benchmarks" / "results.json").read_text())
+    out = runner.run([models_dir() / "simulation.toml"], out_dir=tmp_path / "r", fast=True)
+    page = (out / "simulation" / "report.md").read_text()
+    assert "## Benchmarks" in page
+    assert all(r["case"] in page for r in rows)
