@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import warnings
@@ -16,6 +17,17 @@ import warnings
 from bayesmeta.exceptions import BayesMetaError
 
 COMMANDS = ("classical", "bayes", "run", "simulate", "datasets", "validate")
+
+
+def json_clean(obj):
+    """Make ``obj`` JSON-safe for the ``--json`` outputs: non-finite floats become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_clean(v) for v in obj]
+    return obj
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,6 @@ q975}``), ``p_mu_negative``, ``log_evidence`` (exact engine; null with a flat mu
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 from bayesmeta.effect_sizes import MEASURES  # noqa: E402  (one list of measures)
@@ -48,14 +47,7 @@ def add_parser(subparsers):
     return p
 
 
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
+from bayesmeta.cli import json_clean as _clean  # noqa: E402  (JSON: NaN/inf -> null)
 
 
 def _effects(args):

@@ -22,7 +22,6 @@ continuity correction before the MH estimate.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import warnings
 
@@ -53,14 +52,7 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
+from bayesmeta.cli import json_clean as _clean  # noqa: E402  (JSON: NaN/inf -> null)
 
 
 def _analyse(df, args, method, test):
