@@ -211,6 +211,14 @@ def _methods_mcmc(ctx: RunContext, kw: dict) -> str:
 # --------------------------------------------------------------------------------------------
 # kind: fig3_meld
 # --------------------------------------------------------------------------------------------
+def _audit_section(out: AnalysisOutput, aud: pd.DataFrame, caption: str,
+                   cols=("item", "published", "recomputed", "bayesian", "bayesian_ci_low",
+                         "bayesian_ci_high", "verdict", "diagnosis")) -> None:
+    """The "Published-number audit" section of an analysis page."""
+    out.h("Published-number audit")
+    out.table("audit_view", aud, caption, show=aud[list(cols)], csv=False)
+
+
 def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     """2014 Figure 3: classical reproduction, exact NNHM per week, nested model."""
     from bayesmeta import classical
@@ -715,10 +723,7 @@ def run_complications(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
                                            pooled, transform="exp",
                                            xlabel="odds ratio (MSC vs control)"),
                "Published OR (grey) and posterior OR under each prior set (blue).")
-    out.h("Published-number audit")
-    out.table("audit_view", aud, "Printed OR, CI and P checked against each other.",
-              show=aud[["item", "published", "recomputed", "bayesian", "bayesian_ci_low",
-                        "bayesian_ci_high", "verdict", "diagnosis"]], csv=False)
+    _audit_section(out, aud, "Printed OR, CI and P checked against each other.")
     out.h("Methods")
     out.p("Each printed pooled OR is turned into log OR and SE (SE from the 95% CI width on the "
           "log scale). A single pooled estimate carries no information on heterogeneity, so the "
@@ -1236,10 +1241,7 @@ def run_survival_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutpu
               "with n patients per arm finds a significant benefit (two-sided 5%); tipping OR = "
               "the observed OR below which the combined evidence would make benefit less likely "
               "than not. Normal approximations on the log-OR scale.", csv=False)
-    out.h("Published-number audit")
-    out.table("audit_view", aud, "Printed OR, CI and P checked against each other.",
-              show=aud[["item", "published", "recomputed", "bayesian", "bayesian_ci_low",
-                        "bayesian_ci_high", "verdict", "diagnosis"]], csv=False)
+    _audit_section(out, aud, "Printed OR, CI and P checked against each other.")
     out.h("Methods")
     out.p("Direction: the 2023 Results read OR > 1 as a higher chance of survival with MSC "
           "(its Methods call the OR the relative likelihood of death); we follow the Results, "
