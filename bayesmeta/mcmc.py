@@ -818,15 +818,16 @@ def _prior_family(p) -> tuple[str, dict]:
     return _prior_key(p), {}
 
 
-def _prior_rv(p, name: str):
-    """Inside a model: prior ``p`` for ``name`` with its parameters as ``pm.Data``
-    ``{name}_prior_{parameter}`` (values swapped in by :func:`_prior_data`)."""
+def _prior_rv(p, name: str, params: dict | None = None):
+    """Inside a model: prior ``p`` for ``name``, its parameters taken from ``params``
+    (``{parameter: tensor}``, slots of the packed data vector, see :func:`_nested_layout`);
+    families without data parameters (:func:`_prior_family`) keep them in the graph."""
     import pymc as pm
 
-    fam, params = _prior_family(p)
-    if not params:
+    fam, fparams = _prior_family(p)
+    if not fparams:
         return p.to_pymc(name)
-    d = {k: pm.Data(f"{name}_prior_{k}", float(v)) for k, v in params.items()}
+    d = params
     if fam == "Normal":
         return pm.Normal(name, mu=d["mean"], sigma=d["sd"])
     if fam == "HalfNormal":
@@ -838,8 +839,36 @@ def _prior_rv(p, name: str):
     return pm.Exponential(name, lam=d["rate"])
 
 
+#: The nested model's per-row data, packed as the columns of one float array ``nested_obs``
+#: (indices are small integers stored exactly as floats and cast in the graph).
+_OBS_COLUMNS = ("yi", "sei", "obs_mask", "het_mask", "s_idx", "t_idx", "j_idx")
+
+#: Scale parameters that take the heterogeneity prior.
+_HET_SCALES = ("sigma_subgroup", "sigma_time", "sigma_study")
+
+
+def _nested_layout(mu_prior, het_prior, tau_prior, n_s: int, n_t: int) -> dict[str, Any]:
+    """Slots of the packed scalar data vector ``nested_par``: level flags, prior parameters
+    (``{name}_prior_{parameter}``), ``sigma_logtau_sd``, the contrast's two subgroup indices,
+    then ``cell_centred`` (a slice of n_s * n_t entries, row-major).
+
+    Why packed: nutpie compiles one extraction function per shared variable into its logp
+    wrapper, and that wrapper is compiled afresh in every process (numba cannot cache it). With
+    the 19 separate ``pm.Data`` of the first version the nested model took 13-16 s to compile
+    warm; packed into two arrays, about half (measured in benchmarks/)."""
+    names = ["use_subgroup", "use_time", "use_study"]
+    for rv, p in (("mu", mu_prior), *((h, het_prior) for h in _HET_SCALES),
+                  ("tau0", tau_prior)):
+        names += [f"{rv}_prior_{k}" for k in _prior_family(p)[1]]
+    names += ["sigma_logtau_sd", "contrast_a", "contrast_b"]
+    layout: dict[str, Any] = {n: i for i, n in enumerate(names)}
+    layout["cell_centred"] = slice(len(names), len(names) + n_s * n_t)
+    layout["size"] = len(names) + n_s * n_t
+    return layout
+
+
 def _prior_data(p, name: str) -> dict:
-    return {f"{name}_prior_{k}": np.asarray(float(v)) for k, v in _prior_family(p)[1].items()}
+    return {f"{name}_prior_{k}": float(v) for k, v in _prior_family(p)[1].items()}
 
 
 #: Names of the nested model's structural dims, in the order of ``_NestedPrep.sizes``.
@@ -875,8 +904,10 @@ def _build_nested(sizes, mu_prior, het_prior, tau_prior):
     always built and the presence of each is *data*: 0/1 flags ``use_subgroup``, ``use_time``,
     ``use_study`` multiply the level's contribution to the cell means, and the tau block enters
     only through ``het_mask`` (0 on every row when there are no study rows). All other data
-    (yi, sei, obs_mask, s_idx, t_idx, j_idx, het_mask, contrast_idx, cell_centred, prior
-    parameters, sigma_logtau_sd) are ``pm.Data`` too; padded rows have ``obs_mask = 0``.
+    are data too: the per-row columns :data:`_OBS_COLUMNS` (yi, sei, obs_mask, het_mask and the
+    subgroup/time/study indices) packed in ``nested_obs``, and the flags, prior parameters,
+    sigma_logtau_sd, contrast indices and cell_centred packed in ``nested_par``
+    (:func:`_nested_layout`); padded rows have ``obs_mask = 0``.
     Why a switched-off level leaves the posterior of the real parameters unchanged: see
     :func:`fit_nested_many`.
     """
@@ -885,32 +916,43 @@ def _build_nested(sizes, mu_prior, het_prior, tau_prior):
     from pytensor.compile.sharedvalue import SharedVariable
 
     n_obs, n_s, n_t, n_j = sizes
+    lay = _nested_layout(mu_prior, het_prior, tau_prior, n_s, n_t)
+    # initial values matter: nutpie's initial points are evaluated with these (not with the
+    # data swapped in later), so the prior parameters must be those of real priors
+    par0 = np.zeros(lay["size"])
+    vals = {"use_subgroup": 1.0, "use_time": 1.0, "use_study": 1.0, "sigma_logtau_sd": 0.5,
+            "contrast_a": 0.0, "contrast_b": float(min(1, n_s - 1)),
+            **_prior_data(mu_prior, "mu"), **_prior_data(tau_prior, "tau0"),
+            **{k: v for h in _HET_SCALES for k, v in _prior_data(het_prior, h).items()}}
+    for name, v in vals.items():
+        par0[lay[name]] = v
 
     def builder():
         coords = {"subgroup": [f"g{i}" for i in range(n_s)], "time": [f"t{i}" for i in range(n_t)],
                   "obs": [f"o{i}" for i in range(n_obs)], "study": [f"s{i}" for i in range(n_j)]}
         with pm.Model(coords=coords) as m:
-            y = pm.Data("yi", np.zeros(n_obs), dims="obs")
-            se = pm.Data("sei", np.ones(n_obs), dims="obs")
-            mask = pm.Data("obs_mask", np.ones(n_obs), dims="obs")
-            s_idx = pm.Data("s_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
-            t_idx = pm.Data("t_idx", np.zeros(n_obs, dtype="int64"), dims="obs")
-            j_idx = pm.Data("j_idx", np.full(n_obs, n_j, dtype="int64"), dims="obs")
-            het = pm.Data("het_mask", np.zeros(n_obs), dims="obs")
-            use_s = pm.Data("use_subgroup", 1.0)
-            use_t = pm.Data("use_time", 1.0)
-            use_j = pm.Data("use_study", 1.0)
-            mu = _prior_rv(mu_prior, "mu")
+            obs = pm.Data("nested_obs", np.zeros((n_obs, len(_OBS_COLUMNS))))
+            par = pm.Data("nested_par", par0)
+            col = {c: obs[:, i] for i, c in enumerate(_OBS_COLUMNS)}
+            y, se, mask, het = col["yi"], col["sei"], col["obs_mask"], col["het_mask"]
+            s_idx, t_idx, j_idx = (pt.cast(col[c], "int64") for c in ("s_idx", "t_idx", "j_idx"))
+            use_s, use_t, use_j = (par[lay[f]] for f in ("use_subgroup", "use_time", "use_study"))
+
+            def prior(p, name):
+                return _prior_rv(p, name, {k: par[lay[f"{name}_prior_{k}"]]
+                                           for k in _prior_family(p)[1]})
+
+            mu = prior(mu_prior, "mu")
             # subgroup level: with use_subgroup = 0, mu_subgroup = mu exactly
-            sig_sub = _prior_rv(het_prior, "sigma_subgroup")
+            sig_sub = prior(het_prior, "sigma_subgroup")
             z_sub = pm.Normal("z_subgroup", 0.0, 1.0, dims="subgroup")
             mu_sub = pm.Deterministic("mu_subgroup", mu + use_s * (sig_sub * z_sub),
                                       dims="subgroup")
             # time level, per-cell choice (data): c = 0 non-centred, z ~ N(0, 1),
             # mu_cell = mu_s + s z; c = 1 centred, z ~ N(mu_s, s), mu_cell = z (cells with
             # precise data; only ever with use_time = 1). use_time = 0: mu_cell = mu_s exactly
-            sig_time = _prior_rv(het_prior, "sigma_time")
-            c = pm.Data("cell_centred", np.zeros((n_s, n_t)), dims=("subgroup", "time"))
+            sig_time = prior(het_prior, "sigma_time")
+            c = par[lay["cell_centred"]].reshape((n_s, n_t))
             z_cell = pm.Normal("z_cell", c * mu_sub[:, None], sig_time ** c,
                                dims=("subgroup", "time"))
             mu_cell = pm.Deterministic(
@@ -918,15 +960,14 @@ def _build_nested(sizes, mu_prior, het_prior, tau_prior):
                                                       - c * mu_sub[:, None]),
                 dims=("subgroup", "time"))
             # study effect shared across a study's rows; index n_j = "no shared effect"
-            sig_study = _prior_rv(het_prior, "sigma_study")
+            sig_study = prior(het_prior, "sigma_study")
             z_study = pm.Normal("z_study", 0.0, 1.0, dims="study")
             u = pm.Deterministic("u_study", use_j * (sig_study * z_study), dims="study")
             u0 = pt.concatenate([u, pt.zeros(1)])
             mean = mu_cell[s_idx, t_idx] + u0[j_idx]
             # per-cell tau, entering only rows with het_mask = 1 (study rows)
-            tau0 = _prior_rv(tau_prior, "tau0")
-            lt_sd = pm.Data("sigma_logtau_sd", 0.5)
-            sig_lt = pm.HalfNormal("sigma_logtau", lt_sd)
+            tau0 = prior(tau_prior, "tau0")
+            sig_lt = pm.HalfNormal("sigma_logtau", par[lay["sigma_logtau_sd"]])
             z_lt = pm.Normal("z_logtau", 0.0, 1.0, dims=("subgroup", "time"))
             tau = pm.Deterministic("tau", pt.exp(pt.log(tau0) + sig_lt * z_lt),
                                    dims=("subgroup", "time"))
@@ -934,9 +975,9 @@ def _build_nested(sizes, mu_prior, het_prior, tau_prior):
             # padded rows (mask 0): N(y | 0, 1), a constant with zero gradient
             pm.Normal("y", mu=mask * mean, sigma=pt.sqrt(mask * var + (1.0 - mask)),
                       observed=y, dims="obs")
-            c_idx = pm.Data("contrast_idx", np.array([0, min(1, n_s - 1)], dtype="int64"))
-            pm.Deterministic("contrast", mu_cell[c_idx[0]] - mu_cell[c_idx[1]], dims="time")
-            pm.Deterministic("contrast_subgroup", mu_sub[c_idx[0]] - mu_sub[c_idx[1]])
+            ca, cb = (pt.cast(par[lay[f]], "int64") for f in ("contrast_a", "contrast_b"))
+            pm.Deterministic("contrast", mu_cell[ca] - mu_cell[cb], dims="time")
+            pm.Deterministic("contrast_subgroup", mu_sub[ca] - mu_sub[cb])
         names = tuple(n for n, v in m.named_vars.items() if isinstance(v, SharedVariable))
         return m, names
 
@@ -1064,22 +1105,27 @@ def _nested_data(prep: _NestedPrep, sizes) -> dict[str, np.ndarray]:
     def padv(x, fill, dtype):
         return np.concatenate([np.asarray(x, dtype=dtype), np.full(pad, fill, dtype=dtype)])
 
-    j = np.array([n_j if v < 0 else v for v in prep.j_idx], dtype="int64")
-    data = {"yi": padv(prep.df["yi"], 0.0, float), "sei": padv(prep.df["sei"], 1.0, float),
+    j = np.array([n_j if v < 0 else v for v in prep.j_idx], dtype=float)
+    cols = {"yi": padv(prep.df["yi"], 0.0, float), "sei": padv(prep.df["sei"], 1.0, float),
             "obs_mask": padv(np.ones(k), 0.0, float),
-            "s_idx": padv(prep.s_idx, 0, "int64"), "t_idx": padv(prep.t_idx, 0, "int64"),
-            "j_idx": padv(j, n_j, "int64"), "het_mask": padv(prep.het_mask, 0.0, float)}
+            "s_idx": padv(prep.s_idx, 0, float), "t_idx": padv(prep.t_idx, 0, float),
+            "j_idx": padv(j, n_j, float), "het_mask": padv(prep.het_mask, 0.0, float)}
     has_s, has_t, has_j, has_het, has_c = prep.flags
-    data.update(use_subgroup=np.asarray(float(has_s)), use_time=np.asarray(float(has_t)),
-                use_study=np.asarray(float(has_j)))
-    data.update(_prior_data(prep.mu_p, "mu"))
-    for name in ("sigma_subgroup", "sigma_time", "sigma_study"):
-        data.update(_prior_data(prep.het_p, name))
-    data.update(_prior_data(prep.tau_p, "tau0"))
-    data["sigma_logtau_sd"] = np.asarray(prep.sigma_logtau_sd)
-    data["contrast_idx"] = np.array(prep.c_ij if has_c else (0, min(1, n_s - 1)), dtype="int64")
-    data["cell_centred"] = _cell_centring(prep, n_s, n_t) if has_t else np.zeros((n_s, n_t))
-    return data
+    vals = {"use_subgroup": float(has_s), "use_time": float(has_t), "use_study": float(has_j)}
+    vals.update(_prior_data(prep.mu_p, "mu"))
+    for name in _HET_SCALES:
+        vals.update(_prior_data(prep.het_p, name))
+    vals.update(_prior_data(prep.tau_p, "tau0"))
+    vals["sigma_logtau_sd"] = prep.sigma_logtau_sd
+    vals["contrast_a"], vals["contrast_b"] = (prep.c_ij if has_c else (0, min(1, n_s - 1)))
+    lay = _nested_layout(prep.mu_p, prep.het_p, prep.tau_p, n_s, n_t)
+    par = np.zeros(lay["size"])
+    for name, v in vals.items():
+        par[lay[name]] = float(v)
+    par[lay["cell_centred"]] = (_cell_centring(prep, n_s, n_t) if has_t
+                                else np.zeros((n_s, n_t))).ravel()
+    return {"nested_obs": np.column_stack([cols[c] for c in _OBS_COLUMNS]),
+            "nested_par": par}
 
 
 def _cell_centring(prep: _NestedPrep, n_s: int, n_t: int) -> np.ndarray:

@@ -80,6 +80,7 @@ class AnalysisOutput:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     datatrees: dict[str, Any] = field(default_factory=dict)
+    netcdf: dict[str, bytes | str] = field(default_factory=dict)  # prerendered: bytes or error
     provenance: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     fast: bool = False
@@ -287,6 +288,9 @@ def prerender(output: AnalysisOutput) -> None:
         if not isinstance(fig, tuple):
             output.figures[name] = _fig_bytes(fig)
             plt.close(fig)
+    for name, dt in output.datatrees.items():
+        if dt is not None and name not in output.netcdf:
+            output.netcdf[name] = _netcdf_bytes(dt)
 
 
 def _fast_banner(fast: bool) -> str:
@@ -362,11 +366,15 @@ def analysis_md(out: AnalysisOutput) -> str:
     return "\n".join(lines)
 
 
-def _to_netcdf(dt, path: Path):
-    """DataTree → NetCDF; text (object) variables, which h5netcdf cannot store, are dropped."""
+def _netcdf_bytes(dt) -> bytes | str:
+    """DataTree → NetCDF file contents (text (object) variables, which h5netcdf cannot store,
+    are dropped), or the error message if it cannot be written."""
     def strip(ds):
         return ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object])
-    dt.map_over_datasets(strip).to_netcdf(path)
+    try:
+        return bytes(dt.map_over_datasets(strip).to_netcdf())
+    except Exception as err:  # noqa: BLE001 - report, don't lose the run
+        return str(err) or type(err).__name__
 
 
 def _write_csv(df: pd.DataFrame, path: Path):
@@ -416,10 +424,13 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
             for dname, dt in o.datatrees.items():
                 if dt is None:
                     continue
-                try:
-                    _to_netcdf(dt, _inside(tmp, f"{o.name}/posterior/{dname}.nc"))
-                except Exception as err:  # noqa: BLE001 - report, don't lose the run
-                    o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {err}")
+                nc = o.netcdf.get(dname)
+                if nc is None:
+                    nc = _netcdf_bytes(dt)
+                if isinstance(nc, str):
+                    o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {nc}")
+                else:
+                    _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(nc)
             nav = "<nav><a href=\"../index.html\">&larr; all analyses</a></nav>"
             _inside(tmp, f"{o.name}/index.html").write_text(
                 _page(o.title, nav + analysis_html(o, figs, level=1)), encoding="utf-8")

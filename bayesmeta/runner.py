@@ -1525,15 +1525,17 @@ def _uses_mcmc(spec: AnalysisSpec) -> bool:
 
 def _run_in_worker(conn, paths, fast, seed):
     """Worker-process entry (top level, so it pickles): load and run the specs in order (the
-    parent has validated them already; specs travel as paths); send back ("ok", outputs) or
-    ("error", exception)."""
+    parent has validated them already; specs travel as paths); send back ("ok", output) as each
+    finishes (the parent renders its figures while the next one runs), or ("error",
+    exception)."""
     try:
         # numba fastmath off process-wide, also for processes this worker starts (pymc's own
         # sampler runs chains in child processes): see bayesmeta.mcmc._deterministic_numba
         flags = os.environ.get("PYTENSOR_FLAGS", "")
         os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags, "numba__fastmath=False"]))
         ctx = RunContext(fast=fast, seed=seed)
-        conn.send(("ok", [run_spec(load_spec(p), ctx) for p in paths]))
+        for p in paths:
+            conn.send(("ok", run_spec(load_spec(p), ctx)))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
         conn.send(("error", err))
     finally:
@@ -1580,17 +1582,20 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
                 prerender(outputs[i])
             say(f"      done in {outputs[i].seconds:.1f} s")
         if proc is not None:
-            try:
-                status, value = conn.recv()
-            except EOFError:
-                raise EstimationError(f"the worker process running the MCMC analyses died "
-                                      f"(exit code {proc.exitcode})",
-                                      ) from None
-            if status == "error":
-                raise value
-            for i, o in zip(mcmc_idx, value):
-                outputs[i] = o
-                say(f"[{i + 1}/{n}] {o.name} ({o.kind}) done in {o.seconds:.1f} s (worker)")
+            for k, i in enumerate(mcmc_idx):
+                try:
+                    status, value = conn.recv()
+                except EOFError:
+                    raise EstimationError(f"the worker process running the MCMC analyses died "
+                                          f"(exit code {proc.exitcode})",
+                                          ) from None
+                if status == "error":
+                    raise value
+                outputs[i] = value
+                say(f"[{i + 1}/{n}] {value.name} ({value.kind}) done in {value.seconds:.1f} s "
+                    "(worker)")
+                if k + 1 < len(mcmc_idx):  # render while the worker runs the next one
+                    prerender(value)
     finally:
         if proc is not None:
             if proc.is_alive():
