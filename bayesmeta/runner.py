@@ -60,6 +60,7 @@ class RunContext:
     fast: bool = False
     seed: int | None = None
     progress: Callable[[str], None] = lambda msg: None
+    verbose: bool = False  # a worker process prints its own progress on stderr
 
     def seed_for(self, spec: AnalysisSpec) -> int:
         return int(self.seed if self.seed is not None else spec.sampling.seed)
@@ -1523,7 +1524,11 @@ def _uses_mcmc(spec: AnalysisSpec) -> bool:
     return spec.kind in ("fig3_meld", "nested_published") or spec.bayes.engine == "mcmc"
 
 
-def _run_in_worker(conn, paths, fast, seed):
+def _worker_say(msg: str) -> None:
+    print(f"  (worker) {msg.strip()}", file=sys.stderr, flush=True)
+
+
+def _run_in_worker(conn, paths, fast, seed, verbose=False):
     """Worker-process entry (top level, so it pickles): load and run the specs in order (the
     parent has validated them already; specs travel as paths); send back ("ok", output) as each
     finishes (the parent renders its figures while the next one runs), or ("error",
@@ -1533,9 +1538,12 @@ def _run_in_worker(conn, paths, fast, seed):
         # sampler runs chains in child processes): see bayesmeta.mcmc._deterministic_numba
         flags = os.environ.get("PYTENSOR_FLAGS", "")
         os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags, "numba__fastmath=False"]))
-        ctx = RunContext(fast=fast, seed=seed)
+        ctx = RunContext(fast=fast, seed=seed, progress=_worker_say if verbose else
+                         (lambda msg: None))
         for p in paths:
-            conn.send(("ok", run_spec(load_spec(p), ctx)))
+            spec = load_spec(p)
+            ctx.progress(f"{spec.name} ({spec.kind}){' --fast' if fast else ''}")
+            conn.send(("ok", run_spec(spec, ctx)))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
         conn.send(("error", err))
     finally:
@@ -1565,7 +1573,7 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
         conn, child = ctxmp.Pipe(duplex=False)
         proc = ctxmp.Process(target=_run_in_worker, daemon=False,
                              args=(child, [str(specs[i].path) for i in mcmc_idx], ctx.fast,
-                                   ctx.seed))
+                                   ctx.seed, ctx.verbose))
         proc.start()
         child.close()
         say(f"  {len(mcmc_idx)} MCMC analys{'is' if len(mcmc_idx) == 1 else 'es'} "
@@ -1622,6 +1630,9 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
     jobs : int
         2 (default): MCMC analyses run in a worker process beside the others; 1: serial.
         The numbers are the same either way.
+    progress : callable, optional
+        Receives progress lines; with ``jobs = 2`` the worker prints its own lines, prefixed
+        ``(worker)``, on stderr (none when ``progress`` is None).
     """
     say = progress or (lambda msg: None)
     paths = expand_spec_args(list(spec_args))
@@ -1632,7 +1643,7 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SpecError(f"analysis names must be unique; repeated: {dup}")
-    ctx = RunContext(fast=fast, seed=seed, progress=say)
+    ctx = RunContext(fast=fast, seed=seed, progress=say, verbose=progress is not None)
     t_all = time.perf_counter()
     outputs = _run_all(specs, ctx, jobs)
     res = [o.tables["results"] for o in outputs if "results" in o.tables]

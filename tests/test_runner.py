@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import xarray as xr
 
 from bayesmeta import results, runner
 from bayesmeta.cli import main
@@ -161,18 +162,34 @@ def test_simulation_spec_same_seed_identical_csv_bytes(tmp_path):
     assert prov["analyses"]["simulation"]["seed"] == 3
 
 
-def test_parallel_schedule_gives_the_serial_numbers(tmp_path):
+def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     """`--jobs 2` runs MCMC analyses in a worker process beside the others; each analysis is
     seeded from its own spec, so the tables must be byte-identical to a serial run (reference:
-    the serial run)."""
+    the serial run). The worker reports its own progress on stderr only when progress is on."""
     from bayesmeta import runner
     from bayesmeta.spec import models_dir
 
     specs = [models_dir() / "meld_2014_fig3.toml", models_dir() / "bcg.toml"]
-    a = runner.run(specs, out_dir=tmp_path / "serial", fast=True, jobs=1)
-    b = runner.run(specs, out_dir=tmp_path / "parallel", fast=True, jobs=2)
+    # survival (exact, in the parent: its NetCDF is rendered while the worker samples)
+    specs_ab = specs + [models_dir() / "survival_2023.toml"]
+    a = runner.run(specs_ab, out_dir=tmp_path / "serial", fast=True, jobs=1)
+    lines = []
+    b = runner.run(specs_ab, out_dir=tmp_path / "parallel", fast=True, jobs=2,
+                   progress=lines.append)
     for name in ("results.csv", "audit.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ncs = sorted(p.relative_to(a) for p in a.glob("*/posterior/*.nc"))
+    assert ncs and ncs == sorted(p.relative_to(b) for p in b.glob("*/posterior/*.nc"))
+    for rel in ncs:  # NetCDF rendered in the parent while waiting, or at writing: same draws
+        with xr.open_datatree(a / rel) as ta, xr.open_datatree(b / rel) as tb:
+            assert set(ta.children) == set(tb.children) and "posterior" in ta.children
+            for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
+                xr.testing.assert_equal(ta[g].to_dataset(), tb[g].to_dataset())
+    err = capfd.readouterr().err
+    assert "(worker) meld-2014-fig3 (fig3_meld) --fast" in err
+    assert any("meld-2014-fig3 (fig3_meld) done in" in m and "(worker)" in m for m in lines)
+    runner.run(specs, out_dir=tmp_path / "quiet", fast=True, jobs=2)
+    assert "(worker)" not in capfd.readouterr().err
 
 
 def test_simulation_page_carries_the_benchmark_table(tmp_path):

@@ -49,7 +49,7 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         out = runner.run(args.specs, out_dir=args.out, seed=args.seed, fast=args.fast,
-                         jobs=args.jobs, progress=progress, argv=["bayesmeta", *sys.argv[1:]])
+                         jobs=args.jobs, progress=None if args.quiet else progress, argv=["bayesmeta", *sys.argv[1:]])
     finally:
         signal.signal(signal.SIGTERM, previous)
     progress(f"report: {out / 'index.html'}")
