@@ -209,6 +209,58 @@ def _moment_exists(prior, k, flat, r):
     return e > 1 or (e == 1 and b > 1)
 
 
+def _adaptive_trapezoid(evaluate, moments, tlo, thi, *, tol, hmin=1.0 / 256, tail=None,
+                        what="tau"):
+    """Adaptive trapezoid rule on the sinh-mapped t axis (shared by this module's tau grid and
+    :func:`bayesmeta.survival._scale_grid`).
+
+    Starts at step 0.5 on [tlo, thi]; after each pass drops the nodes whose log weight (plus
+    ``tail(s)``, the log of the highest finite moment's integrand) is 80 below the maximum, then
+    halves the step (new nodes are the midpoints), until every moment returned by
+    ``moments(s, aux, weights)`` changes by at most ``tol`` relative (floor 1: callers return
+    moments in the data's own units) or the step reaches ``hmin``.
+
+    ``evaluate(t) -> (s, log_weight, aux)`` with ``aux`` a dict of arrays whose first axis is
+    the node. Returns ``(t, s, aux, weights, h, log_z)``: weights normalised to 1, ``log_z``
+    the log of the integral of exp(log_weight) dt.
+    """
+    h = 0.5
+    t = np.arange(math.ceil(tlo / h), math.floor(thi / h) + 1) * h
+    s, lg, aux = evaluate(t)
+    prev = None
+    while True:
+        lmax = lg.max()
+        g = np.exp(lg - lmax)
+        zsum = g.sum()
+        wgt = g / zsum
+        mom = np.asarray(moments(s, aux, wgt), dtype=float)
+        scale = np.maximum(np.abs(mom), 1.0)
+        if prev is not None and (np.all(np.abs(mom - prev) <= tol * scale) or h <= hmin):
+            if h <= hmin and not np.all(np.abs(mom - prev) <= 1e3 * tol * scale):
+                raise EstimationError(
+                    f"quadrature over {what} did not converge; change between the last two "
+                    f"step sizes {np.max(np.abs(mom - prev)):.3g}")
+            break
+        prev = mom
+        # restrict to the region that matters, then halve the step (new nodes = midpoints)
+        idx = np.flatnonzero((lg if tail is None else lg + tail(s)) > lmax - 80.0)
+        ta = max(t[max(idx[0] - 2, 0)], tlo)
+        tb = min(t[min(idx[-1] + 2, t.size - 1)], thi)
+        sel = (t >= ta) & (t <= tb)
+        t, s, lg = t[sel], s[sel], lg[sel]
+        aux = {k: v[sel] for k, v in aux.items()}
+        h /= 2.0
+        tn = np.arange(math.ceil(ta / h), math.floor(tb / h) + 1) * h
+        tn = tn[np.abs(np.round(tn / (2 * h)) * 2 * h - tn) > h / 4]   # odd multiples only
+        sn, lgn, auxn = evaluate(tn)
+        order = np.argsort(np.concatenate([t, tn]), kind="stable")
+        t = np.concatenate([t, tn])[order]
+        s = np.concatenate([s, sn])[order]
+        lg = np.concatenate([lg, lgn])[order]
+        aux = {k: np.concatenate([aux[k], auxn[k]])[order] for k in aux}
+    return t, s, aux, wgt, h, float(lmax + math.log(zsum * h))
+
+
 def _build_grid(prior, y, s2, m0, p0, tol=_TOL, hmin=1.0 / 256):
     if isinstance(prior, FixedTau):
         tau = np.array([float(prior.value)])
@@ -226,55 +278,31 @@ def _build_grid(prior, y, s2, m0, p0, tol=_TOL, hmin=1.0 / 256):
         ll, mh, V = _conditionals(tau, y, s2, m0, p0)
         lg = lp + ll + mp.logjac_z(z) + mp.logjac_t(t)
         lg = np.where(np.isfinite(lg), lg, -np.inf)
-        return tau, lg, ll, mh, V
+        return tau, lg, {"ll": ll, "mh": mh, "V": V}
 
     k, flat = y.shape[-1], p0 == 0
+    # moments in units of the data's own scale c, so that convergence (and the grid) is
+    # scale-equivariant: an absolute floor made results at effect scale 1e-8 off by 1e-4
     c = float(np.sqrt(np.median(s2)))
     fin1, fin2 = (_moment_exists(prior, k, flat, 1), _moment_exists(prior, k, flat, 2))
-    h = 0.5
-    t = np.arange(math.ceil(tlo / h), math.floor(thi / h) + 1) * h
-    tau, lg, ll, mh, V = evaluate(t)
-    prev = None
-    while True:
-        lmax = lg.max()
-        g = np.exp(lg - lmax)
-        zsum = g.sum()
-        wgt = g / zsum
-        tau2 = tau ** 2
-        # moments in units of the data's own scale c, so that convergence (and the grid) is
-        # scale-equivariant: an absolute floor made results at effect scale 1e-8 off by 1e-4
-        tc = tau / c
+
+    def moments(tau, aux, wgt):
+        mh, V, tc = aux["mh"], aux["V"], tau / c
         mom = [np.dot(wgt, mh) / c, np.dot(wgt, np.log1p(tc)), np.dot(wgt, 1.0 / (1.0 + tc))]
         if fin1:
             mom.append(np.dot(wgt, tc))
         if fin2:
             mom += [np.dot(wgt, tc ** 2), np.dot(wgt, V + mh ** 2) / c ** 2]
-        mom = np.array(mom)
-        scale = np.maximum(np.abs(mom), 1.0)
-        if prev is not None and (np.all(np.abs(mom - prev) <= tol * scale) or h <= hmin):
-            if h <= hmin and not np.all(np.abs(mom - prev) <= 1e3 * tol * scale):
-                raise EstimationError(
-                    "quadrature over tau did not converge (posterior too concentrated?); "
-                    f"change between the last two step sizes {np.max(np.abs(mom - prev)):.3g}")
-            break
-        prev = mom
-        # restrict to the region that matters, then halve the step (new nodes = midpoints)
-        mw = np.log1p(np.minimum(tc ** 2, 1e300)) if fin2 else (np.log1p(tc) if fin1 else 0.0)
-        keep = lg + mw > lmax - 80.0
-        idx = np.flatnonzero(keep)
-        ta = max(t[max(idx[0] - 2, 0)], tlo)
-        tb = min(t[min(idx[-1] + 2, len(t) - 1)], thi)
-        sel = (t >= ta) & (t <= tb)
-        t, tau, lg, ll, mh, V = t[sel], tau[sel], lg[sel], ll[sel], mh[sel], V[sel]
-        h /= 2.0
-        tn = np.arange(math.ceil(ta / h), math.floor(tb / h) + 1) * h
-        tn = tn[np.abs(np.round(tn / (2 * h)) * 2 * h - tn) > h / 4]   # odd multiples only
-        tau_n, lg_n, ll_n, mh_n, V_n = evaluate(tn)
-        order = np.argsort(np.concatenate([t, tn]), kind="stable")
-        cat = lambda a, b: np.concatenate([a, b])[order]  # noqa: E731
-        t, tau, lg, ll, mh, V = (cat(t, tn), cat(tau, tau_n), cat(lg, lg_n), cat(ll, ll_n),
-                                 cat(mh, mh_n), cat(V, V_n))
-    log_z = float(lmax + math.log(zsum * h))
+        return mom
+
+    def tail(tau):  # keep the nodes that still carry the highest finite moment
+        tc = tau / c
+        return np.log1p(np.minimum(tc ** 2, 1e300)) if fin2 else (np.log1p(tc) if fin1 else 0.0)
+
+    t, tau, aux, wgt, h, log_z = _adaptive_trapezoid(
+        evaluate, moments, tlo, thi, tol=tol, hmin=hmin, tail=tail,
+        what="tau (posterior too concentrated?)")
+    ll, mh, V = aux["ll"], aux["mh"], aux["V"]
     sel = wgt > 1e-300
     return _Grid(tau[sel], wgt[sel], ll[sel], mh[sel], V[sel], t[sel], h, log_z), mp
 

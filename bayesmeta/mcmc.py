@@ -62,7 +62,7 @@ from bayesmeta.diagnostics import Convergence, check_convergence
 from bayesmeta.exceptions import DataError, DataWarning, EstimationError, SpecError
 
 __all__ = [
-    "SamplerSettings", "MCMCResult", "fit_nnhm", "fit_binomial_normal", "fit_nested",
+    "SamplerSettings", "PosteriorResult", "MCMCResult", "fit_nnhm", "fit_binomial_normal", "fit_nested",
     "fit_nested_many",
     "prior_sensitivity", "clear_cache", "SAMPLER_MEASUREMENT", "ROW_KINDS",
 ]
@@ -301,22 +301,22 @@ def _summary(dt, reports) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class MCMCResult:
-    """A fitted MCMC model (frozen).
+class PosteriorResult:
+    """What every posterior-by-draws result shares (:class:`MCMCResult`,
+    :class:`bayesmeta.survival.ExactSurvivalResult`), so the runner and report treat them alike.
 
     Attributes
     ----------
     model : str
         ``"NNHM"``, ``"binomial-normal"``, ``"nested"``, ``"survival-published"``, ...
     datatree : xarray.DataTree
-        Posterior, sample_stats, observed_data, constant_data; root attrs carry the seed,
-        sampler, priors and timings.
+        Posterior (MCMC or exact i.i.d. draws), sample_stats, observed_data, constant_data;
+        root attrs carry the seed, sampler, priors and timings.
     summary : pandas.DataFrame
-        ``az.summary(..., ci_prob=0.95, ci_kind="eti")`` of the reported scalars (+ median),
-        indexed by parameter label; columns mean, sd, eti95_lb, eti95_ub, ess_bulk, ess_tail,
-        r_hat, mcse_mean, mcse_sd, median.
-    diagnostics : Convergence
-        R-hat, ESS, divergences, E-BFMI and the ``clean`` flag.
+        The reported scalars, indexed by parameter label; columns mean, sd, eti95_lb,
+        eti95_ub, median, mcse_mean (+ ess_bulk, ess_tail, r_hat, mcse_sd for MCMC).
+    diagnostics
+        :class:`~bayesmeta.diagnostics.Convergence` (MCMC) or the exact engine's own record.
     settings : dict
         Sampler settings incl. seed and sampler name.
     compile_seconds, sampling_seconds : float
@@ -330,7 +330,7 @@ class MCMCResult:
     model: str
     datatree: Any
     summary: pd.DataFrame
-    diagnostics: Convergence
+    diagnostics: Any
     settings: dict
     compile_seconds: float
     sampling_seconds: float
@@ -345,13 +345,12 @@ class MCMCResult:
     extra: dict = field(default_factory=dict)
 
     @property
-    def clean(self) -> bool:
-        return self.diagnostics.clean
+    def clean(self) -> bool:  # pragma: no cover - subclasses say
+        raise NotImplementedError
 
     @property
-    def method(self) -> str:
-        m = f"{self.model}-MCMC"
-        return m if self.clean else m + " [NOT CLEAN]"
+    def method(self) -> str:  # pragma: no cover - subclasses say
+        raise NotImplementedError
 
     def draws(self, label: str) -> np.ndarray:
         """Flattened posterior draws of a reported scalar (by its label)."""
@@ -360,12 +359,9 @@ class MCMCResult:
                 return np.asarray(_draws(self.datatree, rep).values, dtype=float).ravel()
         raise KeyError(f"no reported parameter {label!r}; have {[r.label for r in self.reports]}")
 
-    def prob(self, label: str, *, below: float | None = None, above: float | None = None):
-        """Posterior probability that a reported scalar is below/above a value."""
-        d = self.draws(label)
-        if (below is None) == (above is None):
-            raise ValueError("give exactly one of below= or above=")
-        return float(np.mean(d < below)) if below is not None else float(np.mean(d > above))
+    def _row_quality(self, s: pd.Series) -> dict:
+        """Monte Carlo columns of a ``to_frame`` row (``s``: the summary row)."""
+        return {}
 
     def to_frame(self) -> pd.DataFrame:
         """The shared schema table (``bayesmeta.results``), one row per reported scalar.
@@ -381,8 +377,7 @@ class MCMCResult:
                 method=self.method, parameter=rep.label, subgroup=rep.subgroup, time=rep.time,
                 estimate=s["mean"], se=s["sd"], ci_low=s[f"{CI_KIND}95_lb"],
                 ci_high=s[f"{CI_KIND}95_ub"], level=CI_PROB, interval=CI_KIND, scale=self.scale,
-                median=s["median"], mcse=s["mcse_mean"], ess_bulk=s["ess_bulk"],
-                r_hat=s["r_hat"]))
+                median=s["median"], **self._row_quality(s)))
         df = results.frame(rows)
         df.attrs.update(ci_prob=CI_PROB, ci_kind=CI_KIND, measure=self.measure, scale=self.scale,
                         statistic_kind="", clean=self.clean,
@@ -390,10 +385,43 @@ class MCMCResult:
         return df
 
     def save(self, path) -> None:
-        """Write the DataTree to NetCDF (``datatree.to_netcdf``; needs h5netcdf + h5py)."""
+        """Write the DataTree to NetCDF (``datatree.to_netcdf``; needs h5netcdf + h5py); text
+        variables, which h5netcdf cannot store, are dropped."""
         dt = self.datatree.map_over_datasets(
             lambda ds: ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
         dt.to_netcdf(path)
+
+
+@dataclass(frozen=True)
+class MCMCResult(PosteriorResult):
+    """A fitted MCMC model (frozen); fields as :class:`PosteriorResult`.
+
+    ``summary`` is ``az.summary(..., ci_prob=0.95, ci_kind="eti")`` of the reported scalars
+    (+ median): columns mean, sd, eti95_lb, eti95_ub, ess_bulk, ess_tail, r_hat, mcse_mean,
+    mcse_sd, median. ``diagnostics`` is a :class:`~bayesmeta.diagnostics.Convergence`
+    (R-hat, ESS, divergences, E-BFMI and the ``clean`` flag).
+    """
+
+    diagnostics: Convergence
+
+    @property
+    def clean(self) -> bool:
+        return self.diagnostics.clean
+
+    @property
+    def method(self) -> str:
+        m = f"{self.model}-MCMC"
+        return m if self.clean else m + " [NOT CLEAN]"
+
+    def prob(self, label: str, *, below: float | None = None, above: float | None = None):
+        """Posterior probability that a reported scalar is below/above a value."""
+        d = self.draws(label)
+        if (below is None) == (above is None):
+            raise ValueError("give exactly one of below= or above=")
+        return float(np.mean(d < below)) if below is not None else float(np.mean(d > above))
+
+    def _row_quality(self, s: pd.Series) -> dict:
+        return {"mcse": s["mcse_mean"], "ess_bulk": s["ess_bulk"], "r_hat": s["r_hat"]}
 
     def __str__(self) -> str:
         s = self.settings

@@ -39,10 +39,11 @@ import pandas as pd
 from scipy import special, stats
 
 from bayesmeta import results
-from bayesmeta.exact import FixedTau, _Map, _mix_cdf, _mix_quantiles, _moment_exists
+from bayesmeta.exact import (FixedTau, _adaptive_trapezoid, _Map, _mix_cdf, _mix_quantiles,
+                             _moment_exists)
 from bayesmeta.exceptions import DataError, EstimationError, SpecError
-from bayesmeta.mcmc import (MCMCResult, Report, SamplerSettings, _draws, _finish_tree,
-                            _get_compiled, _make_result, _prior_key, _sample, _settings,
+from bayesmeta.mcmc import (MCMCResult, PosteriorResult, Report, SamplerSettings, _draws,
+                            _finish_tree, _get_compiled, _make_result, _prior_key, _sample, _settings,
                             _fmt_time, _time_sort_key)
 from bayesmeta.priors import Flat, Normal, TauPrior
 
@@ -447,8 +448,9 @@ def _scale_grid(prior, logf, moments, scale, tol=_QTOL, hmin=1.0 / 256) -> _SigG
 
     As :func:`bayesmeta.exact._build_grid`: s -> z = log s (logit for bounded priors) ->
     z = c + w sinh(t), centred at the mode with curvature width; the step in t is halved
-    until every moment returned by ``moments(s, aux, weights)`` changes by < ``tol``
-    (relative, floor 1). ``logf(s) -> (loglik, aux dict)``.
+    (:func:`bayesmeta.exact._adaptive_trapezoid`) until every moment returned by
+    ``moments(s, aux, weights)`` changes by < ``tol`` (relative, floor 1, so ``moments`` must
+    be in the data's own units). ``logf(s) -> (loglik, aux dict)``.
     """
     if isinstance(prior, FixedTau):
         s = np.array([float(prior.value)])
@@ -491,40 +493,8 @@ def _scale_grid(prior, logf, moments, scale, tol=_QTOL, hmin=1.0 / 256) -> _SigG
                for k, v in aux.items()}
         return mp.tau_of_z(z), np.where(bad, -np.inf, lgz), aux
 
-    h = 0.5
-    t = np.arange(math.ceil(tlo / h), math.floor(thi / h) + 1) * h
-    s, lg, aux = evaluate(t)
-    prev = None
-    while True:
-        lmax = lg.max()
-        gw = np.exp(lg - lmax)
-        zsum = gw.sum()
-        wgt = gw / zsum
-        mom = np.asarray(moments(s, aux, wgt), dtype=float)
-        sc = np.maximum(np.abs(mom), 1.0)
-        if prev is not None and (np.all(np.abs(mom - prev) <= tol * sc) or h <= hmin):
-            if h <= hmin and not np.all(np.abs(mom - prev) <= 1e3 * tol * sc):
-                raise EstimationError(
-                    "quadrature over sigma_time did not converge; change between the last two "
-                    f"step sizes {np.max(np.abs(mom - prev)):.3g}")
-            break
-        prev = mom
-        idx = np.flatnonzero(lg > lmax - 80.0)
-        ta = max(t[max(idx[0] - 2, 0)], tlo)
-        tb = min(t[min(idx[-1] + 2, t.size - 1)], thi)
-        sel = (t >= ta) & (t <= tb)
-        t, s, lg = t[sel], s[sel], lg[sel]
-        aux = {k: v[sel] for k, v in aux.items()}
-        h /= 2.0
-        tn = np.arange(math.ceil(ta / h), math.floor(tb / h) + 1) * h
-        tn = tn[np.abs(np.round(tn / (2 * h)) * 2 * h - tn) > h / 4]   # new midpoints only
-        sn, lgn, auxn = evaluate(tn)
-        order = np.argsort(np.concatenate([t, tn]), kind="stable")
-        t = np.concatenate([t, tn])[order]
-        s = np.concatenate([s, sn])[order]
-        lg = np.concatenate([lg, lgn])[order]
-        aux = {k: np.concatenate([aux[k], auxn[k]])[order] for k in aux}
-    log_z = float(lmax + math.log(zsum * h))
+    t, s, aux, wgt, h, log_z = _adaptive_trapezoid(evaluate, moments, tlo, thi, tol=tol,
+                                                   hmin=hmin, what="sigma_time")
     keep = wgt > 1e-300
     return _SigGrid(s[keep], wgt[keep] / wgt[keep].sum(), t[keep], h, mp,
                     {k: v[keep] for k, v in aux.items()}, log_z)
@@ -579,30 +549,18 @@ class ExactDiagnostics:
 
 
 @dataclass(frozen=True)
-class ExactSurvivalResult:
-    """Exact posterior of the published-OR survival model (same interface as MCMCResult).
+class ExactSurvivalResult(PosteriorResult):
+    """Exact posterior of the published-OR survival model (fields and interface of
+    :class:`bayesmeta.mcmc.PosteriorResult`, as MCMCResult).
 
     ``summary`` (index: mu, sigma_time, logOR[t], logOR_new[t]; columns mean, sd, eti95_lb,
     eti95_ub, median, mcse_mean = mcse_sd = 0) is computed by quadrature; ``datatree`` holds
     ``n_draws`` i.i.d. draws from the exact posterior (chain = 1) for plots and NetCDF.
     """
 
-    model: str
-    datatree: Any
-    summary: pd.DataFrame
     diagnostics: ExactDiagnostics
-    settings: dict
-    compile_seconds: float
-    sampling_seconds: float
-    priors: dict
-    reports: tuple
     measure: str = "OR"
     scale: str = "logOR"
-    k: int = 0
-    analysis: str = ""
-    outcome: str = ""
-    notes: tuple = ()
-    extra: dict = field(default_factory=dict)
     _q: Any = field(default=None, repr=False)   # quadrature state (_PublishedExact)
 
     @property
@@ -612,13 +570,6 @@ class ExactSurvivalResult:
     @property
     def method(self) -> str:
         return "exact-survival"
-
-    def draws(self, label: str) -> np.ndarray:
-        """Flattened exact i.i.d. draws of a reported scalar (by its label)."""
-        for rep in self.reports:
-            if rep.label == label:
-                return np.asarray(_draws(self.datatree, rep).values, dtype=float).ravel()
-        raise KeyError(f"no reported parameter {label!r}; have {[r.label for r in self.reports]}")
 
     def prob(self, label: str, *, below: float | None = None, above: float | None = None):
         """Exact posterior probability that mu or logOR[t] / logOR_new[t] is below/above x."""
@@ -633,25 +584,8 @@ class ExactSurvivalResult:
         """The :func:`survival_table` columns, computed exactly (mixtures, not draws)."""
         return self._q.table(control_survival, threshold)
 
-    def to_frame(self) -> pd.DataFrame:
-        rows = []
-        for rep in self.reports:
-            s = self.summary.loc[rep.label]
-            rows.append(results.row(
-                analysis=self.analysis, outcome=self.outcome, source="bayesian",
-                method=self.method, parameter=rep.label, subgroup=rep.subgroup, time=rep.time,
-                estimate=s["mean"], se=s["sd"], ci_low=s["eti95_lb"], ci_high=s["eti95_ub"],
-                level=CI_PROB, interval="eti", scale=self.scale, median=s["median"], mcse=0.0))
-        df = results.frame(rows)
-        df.attrs.update(ci_prob=CI_PROB, ci_kind="eti", measure=self.measure, scale=self.scale,
-                        statistic_kind="", clean=True, diagnostics=self.diagnostics.to_dict())
-        return df
-
-    def save(self, path) -> None:
-        """Write the DataTree (exact i.i.d. draws) to NetCDF."""
-        dt = self.datatree.map_over_datasets(
-            lambda ds: ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-        dt.to_netcdf(path)
+    def _row_quality(self, s: pd.Series) -> dict:
+        return {"mcse": 0.0}
 
     def __str__(self) -> str:
         lines = [
