@@ -238,7 +238,7 @@ class ClassicalResult:
         interval) and, with ``studies=True``, ``theta[<study>]`` (observed yi with Wald CI)."""
         common = dict(analysis=analysis, outcome=outcome, source="classical",
                       method=self.label, subgroup=subgroup, time=time, level=self.level,
-                      scale=self.scale)
+                      scale=self.scale, flag="" if self.converged else "NOT CONVERGED")
         interval = "wald-z" if self.test == "z" else "t"
         rows = [_results.row(parameter="mu", estimate=self.estimate, se=self.se,
                              ci_low=self.ci_low, ci_high=self.ci_high, interval=interval,
@@ -1230,7 +1230,8 @@ class MultilevelResult:
     def to_frame(self, *, analysis: str = "", outcome: str = "") -> pd.DataFrame:
         common = dict(analysis=analysis, outcome=outcome, source="classical",
                       method=f"{self.method}-2level", level=self.level,
-                      scale=SCALE.get(self.measure, self.measure))
+                      scale=SCALE.get(self.measure, self.measure),
+                      flag="" if self.converged else "NOT CONVERGED")
         return _results.frame([
             _results.row(parameter="mu", estimate=self.estimate, se=self.se,
                          ci_low=self.ci_low, ci_high=self.ci_high, interval="wald-z",

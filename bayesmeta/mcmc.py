@@ -377,7 +377,8 @@ class PosteriorResult:
                 method=self.method, parameter=rep.label, subgroup=rep.subgroup, time=rep.time,
                 estimate=s["mean"], se=s["sd"], ci_low=s[f"{CI_KIND}95_lb"],
                 ci_high=s[f"{CI_KIND}95_ub"], level=CI_PROB, interval=CI_KIND, scale=self.scale,
-                median=s["median"], **self._row_quality(s)))
+                median=s["median"], flag="" if self.clean else "NOT CLEAN",
+                **self._row_quality(s)))
         df = results.frame(rows)
         df.attrs.update(ci_prob=CI_PROB, ci_kind=CI_KIND, measure=self.measure, scale=self.scale,
                         statistic_kind="", clean=self.clean,

@@ -26,6 +26,10 @@ median : float       posterior median (Bayesian), NaN otherwise
 mcse : float         Monte Carlo SE of the mean (MCMC); 0 for exact engines; NaN classical
 ess_bulk : float     bulk ESS (MCMC), NaN otherwise
 r_hat : float        R-hat (MCMC), NaN otherwise
+flag : str           "" when there is nothing to report; "NOT CLEAN" for an MCMC fit that failed
+                     its diagnostics (also in ``method``); "NOT CONVERGED" for an iterative
+                     classical estimator that stopped at its iteration limit. Filter on it
+                     before quoting a number: ``df[df.flag == ""]``.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ import pandas as pd
 SCHEMA: tuple[str, ...] = (
     "analysis", "outcome", "source", "method", "parameter", "subgroup", "time",
     "estimate", "se", "ci_low", "ci_high", "level", "interval", "scale",
-    "statistic", "df", "p_value", "median", "mcse", "ess_bulk", "r_hat",
+    "statistic", "df", "p_value", "median", "mcse", "ess_bulk", "r_hat", "flag",
 )
 _STR_COLS = ("analysis", "outcome", "source", "method", "parameter", "subgroup", "time",
-             "interval", "scale")
+             "interval", "scale", "flag")
 SOURCES = ("published", "classical", "bayesian")
 
 

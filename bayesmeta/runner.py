@@ -79,9 +79,16 @@ class RunContext:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _read(path: Path) -> pd.DataFrame:
-    """A bundled table (the published numbers a spec audits against): UTF-8, checksummed."""
-    return pd.read_csv(path, keep_default_na=True)
+def _published_table(spec: AnalysisSpec) -> pd.DataFrame:
+    """The bundled dataset of published numbers a spec audits against (``data.published``),
+    through :func:`bayesmeta.datasets.load_dataset`: SHA-256 and declared column types checked."""
+    from bayesmeta.datasets import load_dataset
+
+    df = load_dataset(spec.data.published)
+    for c in df.columns:  # optional integer columns with blanks: float NaN, as the audit expects
+        if isinstance(df[c].dtype, pd.Int64Dtype) and df[c].isna().any():
+            df[c] = df[c].astype(float)
+    return df
 
 
 def _dataset_frame(spec: AnalysisSpec) -> pd.DataFrame:
@@ -248,7 +255,7 @@ def run_fig3_meld(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     classical_rows = classical_rows[classical_rows["parameter"] != "theta_new"]
 
     # published rows (printed subtotals / overall)
-    pub = _read(spec.published_path)
+    pub = _published_table(spec)
     prow = []
     for (lev, t), g in pub[pub["quantity"].isin(["md", "ci_low", "ci_high"])].groupby(
             ["level", "time"], dropna=False, sort=False):
@@ -463,7 +470,7 @@ def run_one_arm(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
     es = escalc("MC", one)
     tcol, scol = spec.data.time, spec.data.study
     times = [str(t) for t in dict.fromkeys(es[tcol])]
-    pub = _read(spec.published_path)
+    pub = _published_table(spec)
     pub_o = pub[pub["outcome"] == outc]
     mu_p, tau_p, why = _priors_for(spec, "MC", es.assign(ni=es["ni"]))
     rows, fits, ex_fits, curves, aud_rows = [], {}, {}, [], []

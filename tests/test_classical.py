@@ -123,6 +123,8 @@ def test_convergence_failure_is_recorded_and_warned():
     with pytest.warns(ConvergenceWarning, match="REML tau\\^2 estimator did not converge"):
         r = cl.rma(BCG["yi"], BCG["vi"], method="REML", control={"maxiter": 1})
     assert r.converged is False and r.iterations == 1
+    assert (r.to_frame()["flag"] == "NOT CONVERGED").all()   # shared schema carries it
+    assert (cl.rma(BCG["yi"], BCG["vi"], method="REML").to_frame()["flag"] == "").all()
     with pytest.warns(ConvergenceWarning, match="EB"):
         r = cl.rma(BCG["yi"], BCG["vi"], method="EB", control={"maxiter": 2})
     assert r.converged is False

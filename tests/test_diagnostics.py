@@ -72,6 +72,7 @@ def test_bad_fit_is_never_reported_clean():
     assert not fit.clean
     df = fit.to_frame()
     assert df.attrs["clean"] is False and (df["method"] == "NNHM-MCMC [NOT CLEAN]").all()
+    assert (df["flag"] == "NOT CLEAN").all()
     assert "Diagnostics (NOT CLEAN)" in str(fit)
 
 

@@ -110,6 +110,8 @@ def test_nonconvergence_is_reported_in_results_and_report(capsys, project):
     res = pd.read_csv(out / "results.csv")
     mc = res[res["method"].astype(str).str.contains("MCMC")]
     assert len(mc) and mc["method"].str.contains("NOT CLEAN").all(), res["method"].unique()
+    flag = res["flag"].fillna("")   # the shared schema's flag column (CSV: empty -> NaN)
+    assert (flag[mc.index] == "NOT CLEAN").all() and (flag.drop(mc.index) == "").all()
     assert "NOT CLEAN" in (out / "index.html").read_text(encoding="utf-8")
 
 
