@@ -1411,7 +1411,7 @@ def run_nested_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
             continue
         pooled = pd.DataFrame([{"panel": f"{r['subgroup'] or 'all'}",
                                 "source": r["source"],
-                                "label": f"{r['time']} wk · {r['source']}",
+                                "label": _cell_label(r["time"], r["source"]),
                                 "estimate": r["estimate"], "ci_low": r["ci_low"],
                                 "ci_high": r["ci_high"]} for _, r in sel.iterrows()])
         out.figure(f"forest_{re_safe(outcome)}", plots.plot_forest(
@@ -1453,6 +1453,12 @@ def _nested_many(datasets, options, spec, mu_p, tau_p, kw, name):
         warnings.simplefilter("ignore")
         return mcmc.fit_nested_many(datasets, options=options, mu_prior=mu_p, tau_prior=tau_p,
                                     measure=spec.data.measure, analysis=name, **kw)
+
+
+def _cell_label(time: str, source: str) -> str:
+    """Forest-plot row of a nested-model cell: "12 wk · bayesian"; a subgroup mean (no
+    time) is "all weeks (subgroup mean) · bayesian"."""
+    return (f"{time} wk" if str(time) else "all weeks (subgroup mean)") + f" · {source}"
 
 
 def P_default_mu(spec):

@@ -205,3 +205,10 @@ def test_simulation_page_carries_the_benchmark_table(tmp_path):
     page = (out / "simulation" / "report.md").read_text()
     assert "## Benchmarks" in page
     assert all(r["case"] in page for r in rows)
+
+
+def test_nested_forest_labels_name_the_subgroup_mean():
+    """A subgroup-mean row has no time; its forest label must not read " wk · bayesian"
+    (reference: the label wording in runner._cell_label's docstring)."""
+    assert runner._cell_label("12", "published") == "12 wk · published"
+    assert runner._cell_label("", "bayesian") == "all weeks (subgroup mean) · bayesian"
