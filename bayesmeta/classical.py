@@ -210,6 +210,13 @@ class ClassicalResult:
                          f" s^2 = {_fmt(self.s2)}")
         if self.scale in ("logOR", "logRR"):
             lines.append(f"Estimates on the {self.scale} scale; exp() to get the ratio.")
+        if "tarone" in self.extra:  # metafor prints it after the model results
+            ta, ta_p = self.extra["tarone"], self.extra["tarone_p"]
+            lines += ["", "Tarone's Test for Heterogeneity: " + (
+                "not computable for these data" if math.isnan(ta) else
+                f"X^2(df = {self.extra['tarone_df']}) = {_fmt(ta)}, p-val "
+                + ("= NA" if math.isnan(ta_p) else "< .0001" if ta_p < 1e-4
+                   else "= " + _fmt(ta_p)))]
         if self.preset:
             lines.append(f"Preset: {self.preset}")
         lines += [f"Note: {n}" for n in self.notes]
@@ -837,7 +844,12 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
 
     Returns a :class:`ClassicalResult` with ``method="MH"`` (or ``"DL"`` for M-H random);
     ``extra`` holds the Cochran-Mantel-Haenszel test (OR, with continuity correction) and
-    ``k_yi``, the number of tables contributing to Q.
+    ``k_yi``, the number of tables contributing to Q. For OR it also holds the Breslow-Day
+    statistic (``breslow_day``, ``breslow_day_p``) and Tarone's test for heterogeneity
+    (``tarone``, ``tarone_p``, ``tarone_df``; Breslow & Day 1980; Tarone 1985, Biometrika
+    72:91-95) over the tables with events and non-events, df = their number - 1 (metafor's
+    ``TA``, ``TAp``, ``k.pos - 1``); NaN when the MH odds ratio of the raw counts is 0 or
+    infinite, p NaN when df = 0.
     """
     measure = measure.upper()
     _check_choice("measure", measure, ("OR", "RR", "RD"))
@@ -967,6 +979,37 @@ def rma_mh(ai, bi=None, ci=None, di=None, *, n1i=None, n2i=None, measure="OR", s
         if Va.sum() > 0:
             cmh = (abs(a0.sum() - Ea.sum()) - 0.5) ** 2 / Va.sum()
             extra.update(cmh=float(cmh), cmh_p=float(stats.chi2.sf(cmh, 1)))
+        # Breslow-Day statistic and Tarone's (1985) correction, from the raw counts and their
+        # MH odds ratio psi, as metafor. Given the margins, the expected cell a under psi
+        # solves (psi-1) E^2 - A E + psi n1 m1 = 0 with A = psi (n1 + m1) + n2 - m1; its root
+        # in the feasible range [max(0, m1 - n2), min(n1, m1)] is (A - B)/(2 (psi-1)),
+        # B = sqrt(A^2 - 4 psi (psi-1) n1 m1), written as 2 psi n1 m1/(A + B) when A > 0 (no
+        # cancellation; also covers psi = 1). A table counts when its four expected cells are
+        # > 0: both arms non-empty, with events and non-events (metafor's k.pos tables, except
+        # that metafor keeps a table with an empty arm and returns Inf).
+        bd = bd_p = ta = ta_p = math.nan
+        kpos = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r0, s0 = float(np.sum(a0 * d0 / N0)), float(np.sum(b0 * c0 / N0))
+        if r0 > 0 and s0 > 0 and math.isfinite(r0) and math.isfinite(s0):
+            psi = r0 / s0
+            pos = (n10 > 0) & (n20 > 0) & (m1 > 0) & (b0 + d0 > 0)
+            n1p, n2p, m1p = n10[pos], n20[pos], m1[pos]
+            A = psi * (n1p + m1p) + n2p - m1p
+            B = np.sqrt(np.maximum(A * A - 4 * psi * (psi - 1) * n1p * m1p, 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e_a = np.where(A > 0, 2 * psi * n1p * m1p / (A + B), (A - B) / (2 * (psi - 1)))
+            e_c = m1p - e_a
+            v_bd = 1 / (1 / e_a + 1 / (n1p - e_a) + 1 / e_c + 1 / (n2p - e_c))
+            dev = a0[pos] - e_a
+            kpos = int(pos.sum())
+            bd = float(np.sum(dev ** 2 / v_bd))
+            ta = max(0.0, bd - float(dev.sum()) ** 2 / float(v_bd.sum()))
+            if kpos > 1:
+                bd_p = float(stats.chi2.sf(bd, kpos - 1))
+                ta_p = float(stats.chi2.sf(ta, kpos - 1))
+        extra.update(breslow_day=bd, breslow_day_p=bd_p, tarone=ta, tarone_p=ta_p,
+                     tarone_df=max(kpos - 1, 0))
     wts = np.zeros(yy.size)
     if measure == "OR":
         wraw = b * c / N
