@@ -8,7 +8,8 @@ RevMan Web print.
   ``DL, REML, ML, PM, HE, SJ, EB, HS``; Wald z or Knapp-Hartung (HKSJ) t tests (plain or
   "ad hoc" truncated); prediction intervals; Q, I² (tau²-based, metafor; and Q-based, RevMan),
   H²; Q-profile confidence intervals for tau², tau, I², H²; optional moderators (QM test).
-* :func:`rma_mh` -- Mantel-Haenszel OR/RR/RD; :func:`rma_peto` -- Peto's one-step OR.
+* :func:`rma_mh` -- Mantel-Haenszel OR/RR/RD (OR: Cochran-Mantel-Haenszel and Tarone's
+  heterogeneity tests); :func:`rma_peto` -- Peto's one-step OR.
 * :func:`subgroup_analysis` -- per-level fits, RevMan's test for subgroup differences and the
   meta-regression QM.
 * :func:`fit_multilevel` -- two-level REML/ML (``rma.mv(yi, vi, random = ~ 1 | study/time)``).
@@ -210,13 +211,21 @@ class ClassicalResult:
                          f" s^2 = {_fmt(self.s2)}")
         if self.scale in ("logOR", "logRR"):
             lines.append(f"Estimates on the {self.scale} scale; exp() to get the ratio.")
-        if "tarone" in self.extra:  # metafor prints it after the model results
-            ta, ta_p = self.extra["tarone"], self.extra["tarone_p"]
-            lines += ["", "Tarone's Test for Heterogeneity: " + (
+
+        def pval(p):  # metafor's wording on these two lines
+            return "= NA" if math.isnan(p) else "< 0.0001" if p < 1e-4 else "= " + _fmt(p)
+        tests = []
+        if "cmh" in self.extra:
+            tests.append(f"Cochran-Mantel-Haenszel Test:    CMH = {_fmt(self.extra['cmh'])}, "
+                         f"df = 1, p-val {pval(self.extra['cmh_p'])}")
+        if "tarone" in self.extra:  # metafor prints both after the model results
+            ta = self.extra["tarone"]
+            tests.append("Tarone's Test for Heterogeneity: " + (
                 "not computable for these data" if math.isnan(ta) else
-                f"X^2(df = {self.extra['tarone_df']}) = {_fmt(ta)}, p-val "
-                + ("= NA" if math.isnan(ta_p) else "< .0001" if ta_p < 1e-4
-                   else "= " + _fmt(ta_p)))]
+                f"X^2 = {_fmt(ta)}, df = {self.extra['tarone_df']}, "
+                f"p-val {pval(self.extra['tarone_p'])}"))
+        if tests:
+            lines += [""] + tests
         if self.preset:
             lines.append(f"Preset: {self.preset}")
         lines += [f"Note: {n}" for n in self.notes]
@@ -237,7 +246,7 @@ class ClassicalResult:
             "pi_low": f(self.pi_low), "pi_high": f(self.pi_high),
             "studies": [{"study": str(r.study), "yi": f(r.yi), "vi": f(r.vi),
                          "weight_pct": f(r.weight_pct)} for r in self.studies.itertuples()],
-        }
+        }  # exactly issue 2's scripting-contract keys: the CMH/Tarone tests are not in it
 
     def to_frame(self, *, analysis: str = "", outcome: str = "", subgroup: str = "",
                  time: str = "", studies: bool = True) -> pd.DataFrame:
@@ -392,10 +401,12 @@ def _ols_parts(y, v, X):
 
 
 def _conv_warn(method, it, change, maxiter):
+    last = f"last change {change:.3g}, " if math.isfinite(change) else ""
+    alt = " or ".join(f"'{m}'" for m in ("DL", "PM") if m != method)
     warnings.warn(
-        f"{method} tau^2 estimator did not converge in {it} iterations (last change "
-        f"{change:.3g}, maxiter {maxiter}); the result is the last iterate. Increase "
-        f"control['maxiter'] or use method='DL' or 'PM'.", ConvergenceWarning, stacklevel=4)
+        f"{method} tau^2 estimator did not converge in {it} iterations ({last}maxiter "
+        f"{maxiter}); the result is the last iterate. Increase control['maxiter'] or use "
+        f"method={alt}.", ConvergenceWarning, stacklevel=4)
 
 
 def _bracket_decreasing(fun, target, lo=0.0, hi=None, maxexp=200):

@@ -114,9 +114,13 @@ def test_table_with_an_empty_arm_is_left_out():
 
 
 def test_summary_prints_tarone_line():
-    """metafor prints 'Tarone's Test for Heterogeneity: X^2 = 171.7567, df = 12,
-    p-val < 0.0001' for dat.bcg; ours uses the Q line's layout with the same numbers."""
+    """Reference: metafor 3.8.1's print(rma.mh(measure="OR")) for dat.bcg ('CMH = 135.6889,
+    df = 1, p-val < 0.0001'; 'X^2 = 171.7567, df = 12, p-val < 0.0001') and dat.hahn2001
+    ('CMH = 11.9989, df = 1, p-val = 0.0005'; 'X^2 =  7.5803, df = 8, p-val = 0.4755');
+    ours has the same wording without metafor's column padding."""
     text = str(_fit("bcg"))
-    assert "Tarone's Test for Heterogeneity: X^2(df = 12) = 171.7567, p-val < .0001" in text
+    assert "Tarone's Test for Heterogeneity: X^2 = 171.7567, df = 12, p-val < 0.0001" in text
+    assert "Cochran-Mantel-Haenszel Test:    CMH = 135.6889, df = 1, p-val < 0.0001" in text
     text = str(_fit("hahn2001"))
-    assert "Tarone's Test for Heterogeneity: X^2(df = 8) = 7.5803, p-val = 0.4755" in text
+    assert "Tarone's Test for Heterogeneity: X^2 = 7.5803, df = 8, p-val = 0.4755" in text
+    assert "Cochran-Mantel-Haenszel Test:    CMH = 11.9989, df = 1, p-val = 0.0005" in text
