@@ -171,9 +171,12 @@ def test_interrupted_run_keeps_previous_report(capsys, project, sig):
     before = snapshot(out)
     write(project / "data.csv", MD + "A,3,1,10,0,1,10\n" + MD_OK)  # a different result
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    # default SIGINT disposition in the child: a test run started in the background (`cmd &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     p = subprocess.Popen([sys.executable, "-c", _SLOW, "run", str(project / "spec.toml"),
                           "--out", str(out), "-q"], cwd=project, env=env,
-                         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         seen = ""
