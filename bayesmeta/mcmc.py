@@ -388,9 +388,7 @@ class PosteriorResult:
     def save(self, path) -> None:
         """Write the DataTree to NetCDF (``datatree.to_netcdf``; needs h5netcdf + h5py); text
         variables, which h5netcdf cannot store, are dropped."""
-        dt = self.datatree.map_over_datasets(
-            lambda ds: ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-        dt.to_netcdf(path)
+        results.netcdf_ready(self.datatree).to_netcdf(path)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesmeta.results import netcdf_ready
 from bayesmeta.exceptions import BayesMetaError
 
 MARKER = ".bayesmeta-report"
@@ -369,10 +370,8 @@ def analysis_md(out: AnalysisOutput) -> str:
 def _netcdf_bytes(dt) -> bytes | str:
     """DataTree → NetCDF file contents (text (object) variables, which h5netcdf cannot store,
     are dropped), or the error message if it cannot be written."""
-    def strip(ds):
-        return ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object])
     try:
-        return bytes(dt.map_over_datasets(strip).to_netcdf())
+        return bytes(netcdf_ready(dt).to_netcdf())
     except Exception as err:  # noqa: BLE001 - report, don't lose the run
         return str(err) or type(err).__name__
 

@@ -90,3 +90,10 @@ def check_frame(df: pd.DataFrame) -> pd.DataFrame:
 def concat(*frames: pd.DataFrame) -> pd.DataFrame:
     """Stack schema frames (published, classical, Bayesian) into one table."""
     return check_frame(pd.concat([check_frame(f) for f in frames], ignore_index=True))
+
+
+def netcdf_ready(dt):
+    """A posterior DataTree ready for NetCDF: text (object) variables, which h5netcdf cannot
+    store, dropped from every group (used by ``save`` of results and by the report)."""
+    return dt.map_over_datasets(
+        lambda ds: ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
