@@ -1140,21 +1140,13 @@ def run_survival_published(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutpu
         else:
             ctx.progress(f"  survival model, rho = {r:g}")
             res, _ = fit(r, mu_prior, tau_prior)
-        t_ = res.extra["survival_table"]
-        t_ = t_[t_["kind"] == "pooled"].copy()
-        t_.insert(0, "setting", f"rho = {r:g}")
-        t_.insert(1, "clean", res.clean)
-        sens.append(t_)
+        sens.append(_pooled_survival_rows(res, f"rho = {r:g}"))
     sets = P.prior_sets("OR", None, benefit=+1)
     for sname in spec.sensitivity.prior_sets:
         mu_p, tau_p = sets[sname]
         ctx.progress(f"  survival model, prior set {sname}")
         res, _ = fit(rho0, mu_p, tau_p)
-        t_ = res.extra["survival_table"]
-        t_ = t_[t_["kind"] == "pooled"].copy()
-        t_.insert(0, "setting", f"{sname} (rho = {rho0:g})")
-        t_.insert(1, "clean", res.clean)
-        sens.append(t_)
+        sens.append(_pooled_survival_rows(res, f"{sname} (rho = {rho0:g})"))
     sens_tab = pd.concat(sens, ignore_index=True)
     out.tables["sensitivity"] = sens_tab
     # new trial
@@ -1453,6 +1445,15 @@ def _nested_many(datasets, options, spec, mu_p, tau_p, kw, name):
         warnings.simplefilter("ignore")
         return mcmc.fit_nested_many(datasets, options=options, mu_prior=mu_p, tau_prior=tau_p,
                                     measure=spec.data.measure, analysis=name, **kw)
+
+
+def _pooled_survival_rows(res, setting: str) -> pd.DataFrame:
+    """The pooled rows of a survival fit's table, labelled with its sensitivity setting."""
+    t_ = res.extra["survival_table"]
+    t_ = t_[t_["kind"] == "pooled"].copy()
+    t_.insert(0, "setting", setting)
+    t_.insert(1, "clean", res.clean)
+    return t_
 
 
 def _cell_label(time: str, source: str) -> str:
