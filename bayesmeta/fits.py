@@ -225,6 +225,7 @@ class ClassicalFit(Fit):
 
     refit: Callable[[float], Any] = None
     studies: bool = False
+    prediction: bool = True
 
     def __post_init__(self):
         self._cache = lru_cache(maxsize=8)(self.refit)
@@ -242,7 +243,9 @@ class ClassicalFit(Fit):
 
     def params(self) -> list[Param]:
         r = self.result()
-        out = [Param("mu"), Param("tau2"), Param("tau"), Param("theta_new")]
+        out = [Param("mu"), Param("tau2"), Param("tau")]
+        if self.prediction:
+            out.append(Param("theta_new"))
         if self.studies:
             out += [Param("theta", study=s) for s in r.studies["study"]]
         return out
@@ -258,12 +261,13 @@ class ClassicalFit(Fit):
                                  ci_high=r.tau2_ci[1], interval="q-profile")),
             (Param("tau"), dict(estimate=r.tau, ci_low=r.tau_ci[0], ci_high=r.tau_ci[1],
                                 interval="q-profile")),
-            (Param("theta_new"), dict(estimate=r.estimate,
-                                      se=math.sqrt(r.tau2 + r.se ** 2),
-                                      ci_low=r.pi_low, ci_high=r.pi_high,
-                                      interval="wald-z" if r.pi_df is None else "t",
-                                      df=r.pi_df)),
         ]
+        if self.prediction:
+            rows.append((Param("theta_new"), dict(estimate=r.estimate,
+                                                  se=math.sqrt(r.tau2 + r.se ** 2),
+                                                  ci_low=r.pi_low, ci_high=r.pi_high,
+                                                  interval="wald-z" if r.pi_df is None
+                                                  else "t", df=r.pi_df)))
         if self.studies:
             z = _z(ci_prob)
             for s in r.studies.itertuples():
@@ -285,6 +289,8 @@ class ExactFit(Fit):
     n_draws: int = 40_000
     seed: int = 0
     studies: bool = True
+    #: report only these parameter names (e.g. ``("mu",)`` when tau is fixed)
+    only: tuple = ()
 
     def _name(self, param: Param) -> str:
         if param.name == "theta":
@@ -295,7 +301,7 @@ class ExactFit(Fit):
         out = [Param("mu"), Param("tau"), Param("tau2"), Param("theta_new")]
         if self.studies:
             out += [Param("theta", study=str(s)) for s in self.result.labels]
-        return out
+        return [p for p in out if not self.only or p.name in self.only]
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         res = self.result
@@ -400,8 +406,10 @@ class DrawsFit(Fit):
         rows = []
         for lab, p in self.param_map.items():
             s = self.result.summary.loc[lab]
-            d = self.result.draws(lab)
-            lo, hi = np.quantile(d, [a, 1.0 - a])
+            if hasattr(self.result, "quantiles"):  # an exact engine: exact quantiles
+                lo, hi = self.result.quantiles(lab, [a, 1.0 - a])
+            else:
+                lo, hi = np.quantile(self.result.draws(lab), [a, 1.0 - a])
             rows.append((p, dict(estimate=s["mean"], se=s["sd"], median=s["median"],
                                  ci_low=float(lo), ci_high=float(hi), interval="eti",
                                  mcse=s.get("mcse_mean", math.nan),

@@ -389,3 +389,44 @@ def _check_frame(df: pd.DataFrame, *, measure, level) -> pd.DataFrame:
     out["p_from_estimate"] = [v.p_from_estimate for v in verdicts]
     out["p_from_midpoint"] = [v.p_from_midpoint for v in verdicts]
     return out
+
+
+def resolve_inconsistent(df: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Printed rows whose estimate, CI and P contradict each other: use the reading the P
+    supports, and record it.
+
+    If the printed P matches the CI midpoint (not the estimate), the estimate is the misprint:
+    ``yi`` = the CI midpoint. If it matches the estimate (not the midpoint), the CI is the
+    misprint: ``sei`` from the estimate and P. Rows without a printed P, or whose numbers
+    agree, are used as printed. Column ``model_input`` says which reading each row uses
+    (``"as printed"`` or the repair and its reason).
+
+    ``df`` has ``estimate, ci_low, ci_high, yi, sei`` (from :func:`to_analysis_scale`) and
+    optionally ``p_printed``/``p`` and ``p_op``.
+    """
+    df = df.copy()
+    df["model_input"] = "as printed"
+    pcol = "p_printed" if "p_printed" in df.columns else ("p" if "p" in df.columns else None)
+    if pcol is None:
+        return df
+    for i, r in df.iterrows():
+        p = _num(r.get(pcol))
+        if p is None or not math.isfinite(p):
+            continue
+        op = str(r.get("p_op", "=") or "=")
+        v = check_published(r["estimate"], r["ci_low"], r["ci_high"], measure, p=p, p_op=op)
+        if v.consistent or not any(f.startswith("P disagrees") for f in v.findings):
+            continue
+        d_mid = abs(math.log(max(v.p_from_midpoint, 1e-300)) - math.log(p))
+        d_est = abs(math.log(max(v.p_from_estimate, 1e-300)) - math.log(p))
+        if d_mid < d_est:
+            df.at[i, "yi"] = v.midpoint
+            df.at[i, "model_input"] = (f"estimate misprinted: yi = CI midpoint {v.midpoint:.4g} "
+                                       f"(the printed P {p:g} matches the CI, not the estimate)")
+        else:
+            _, sei = to_analysis_scale(r["estimate"], None, None, measure, p=p, p_op=op)
+            df.at[i, "sei"] = sei
+            df.at[i, "vi"] = sei ** 2
+            df.at[i, "model_input"] = (f"CI misprinted: SE {sei:.4g} from the estimate and P "
+                                       f"{p:g} (the printed CI does not match them)")
+    return df

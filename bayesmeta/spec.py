@@ -3,30 +3,31 @@
 A spec is data, never code: it is parsed with :mod:`tomllib` and validated against
 :data:`SCHEMA` before anything runs. Every problem is a :class:`~bayesmeta.exceptions.SpecError`
 naming the file, the line, the key and, where one exists, the nearest valid key
-("did you mean ...?").
+("did you mean ...?"). A spec needs no "kind": the data's roles and the models asked for
+decide what is fitted (:mod:`bayesmeta.pipeline`); ``bayesmeta validate`` builds the design
+and asks every requested model whether the design can carry it, so nothing fails after
+fitting has started.
 
 Sections (every key is documented in ``models/README.md``; :func:`schema_markdown` renders the
 same table from :data:`SCHEMA`, and a test checks that the README lists every key):
 
-``[analysis]``     name, title, kind, description, outcome
-``[data]``         dataset | path, measure, row_kind, study/time/subgroup/outcome columns, filters
+``[analysis]``     name, title, description, outcome, priority
+``[data]``         dataset | path, measure, row_kind, study/time/subgroup/outcome columns,
+                   outcomes, include, exclude, total_level, arm, time_unit, published
 ``[classical]``    method, test, preset, by, prediction
-``[bayes]``        model, engine, mu_prior, tau_prior
+``[bayes]``        model, engine, mu_prior, tau_prior, contrast
 ``[sensitivity]``  prior_sets, tau_priors, rho
 ``[sampling]``     draws, tune, chains, seed, target_accept, sampler, fast_draws, fast_tune
-``[report]``       ci_prob, thresholds, control_survival, control_survival_source, new_trial_n,
-                   new_trial_control_events, direction, transform, notes
+``[report]``       ci_prob, thresholds, direction, reversed_outcomes, control_survival,
+                   control_survival_source, new_trial_n, notes
+``[audit]``        recipe (published-number audit of a bundled paper: bayesmeta.recipes)
 ``[provenance]``   author, date, rationale
-``[simulation]``   n_per_cell, fast_n_per_cell, k, tau, scales, priors, seed (kind
-                   ``simulation`` only: it generates its data, so it has no ``[data]`` and
-                   no ``[classical]``/``[bayes]``/``[sensitivity]``/``[sampling]``)
+``[simulation]``   n_per_cell, fast_n_per_cell, k, tau, scales, priors, seed (a simulation
+                   spec generates its data: no ``[data]``, ``[classical]``, ``[bayes]``,
+                   ``[sensitivity]`` or ``[sampling]``)
 
-Examples
---------
->>> from bayesmeta.spec import load_spec, bundled_specs
->>> spec = load_spec(bundled_specs()[0])   # doctest: +SKIP
->>> spec.analysis.kind                      # doctest: +SKIP
-'fig3_meld'
+Python and the CLI build the same :class:`AnalysisSpec` with :func:`spec_from_options`,
+through the same validators.
 """
 
 from __future__ import annotations
@@ -37,143 +38,18 @@ import hashlib
 import math
 import re
 import tomllib
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayesmeta import vocab
 from bayesmeta.exceptions import SpecError
 
-KINDS = ("fig3_meld", "one_arm", "survival_published", "nested_published", "complications",
-         "generic", "simulation")
-MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
-ROW_KINDS = ("study", "published_pooled")
-METHODS = ("FE", "MH", "PETO", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS")
-TESTS = ("z", "knha")
-PRESETS = ("revman5", "revman_web")
-MODELS = ("nnhm", "nested", "survival", "binomial_normal")
-ENGINES = ("exact", "mcmc")
-SAMPLERS = ("nutpie", "pymc")
-DIRECTIONS = ("lower_is_better", "higher_is_better")
-TRANSFORMS = ("none", "exp")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-# --------------------------------------------------------------------------------------------
-# schema: section -> key -> Key(type, default, check, doc)
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Key:
-    """One allowed key: its TOML type(s), default, extra check and documentation."""
-
-    types: tuple
-    default: Any = None
-    required: bool = False
-    choices: tuple | None = None
-    doc: str = ""
-    item_types: tuple | None = None  # for arrays
-
-
-def _k(types, default=None, *, required=False, choices=None, doc="", items=None):
-    if not isinstance(types, tuple):
-        types = (types,)
-    return Key(types, default, required, choices, doc, items)
-
-
-SCHEMA: dict[str, dict[str, Key]] = {
-    "analysis": {
-        "name": _k(str, required=True, doc="identifier, [a-z0-9_-], used for output file names"),
-        "title": _k(str, required=True, doc="human title shown in the report"),
-        "kind": _k(str, required=True, choices=KINDS, doc="which analysis recipe runs"),
-        "description": _k(str, "", doc="free text shown under the title"),
-        "outcome": _k(str, "", doc="outcome label (e.g. 'MELD', 'survival')"),
-    },
-    "data": {
-        "dataset": _k(str, doc="bundled dataset name (see `bayesmeta datasets`)"),
-        "path": _k(str, doc="CSV path relative to the spec file; may not leave the project"),
-        "measure": _k(str, required=True, choices=MEASURES, doc="effect measure"),
-        "row_kind": _k(str, "study", choices=ROW_KINDS,
-                       doc="what a row is: a study, or a published pooled estimate"),
-        "study": _k(str, "study", doc="column naming the study / source"),
-        "time": _k(str, "", doc="column with follow-up time (optional)"),
-        "subgroup": _k(str, "", doc="column with subgroup level (optional)"),
-        "outcome_column": _k(str, "", doc="column with the outcome name (published tables)"),
-        "outcomes": _k(list, [], items=(str,), doc="outcomes to analyse (values of outcome_column)"),
-        "published": _k(str, "", doc="bundled dataset with the published numbers to audit"),
-    },
-    "classical": {
-        "method": _k(str, "FE", choices=METHODS, doc="tau² estimator or FE/MH/PETO"),
-        "test": _k(str, "z", choices=TESTS, doc="z (Wald) or knha (Knapp-Hartung)"),
-        "preset": _k(str, "", choices=PRESETS + ("",), doc="revman5 | revman_web"),
-        "by": _k(str, "", doc="column for subgroup analysis (test for subgroup differences)"),
-        "prediction": _k(bool, False, doc="report a prediction interval"),
-    },
-    "bayes": {
-        "model": _k(str, "nnhm", choices=MODELS, doc="Bayesian model"),
-        "engine": _k(str, "exact", choices=ENGINES, doc="exact quadrature or MCMC"),
-        "mu_prior": _k(str, "", doc="prior of mu, e.g. 'normal:0:10' or 'flat'; empty = the "
-                       "measure's default (bayesmeta.priors.default_mu_prior)"),
-        "tau_prior": _k(str, "", doc="prior of tau, e.g. 'halfnormal:0.5' or a named empirical "
-                        "prior ('turner2015-all'); empty = the measure's default "
-                        "(bayesmeta.priors.default_tau_prior, scale-aware for MD)"),
-    },
-    "sensitivity": {
-        "prior_sets": _k(list, [], items=(str,), doc="named prior sets refitted for sensitivity"),
-        "tau_priors": _k(list, [], items=(str,), doc="extra tau priors refitted for sensitivity"),
-        "rho": _k(list, [], items=(int, float),
-                  doc="within-source correlation values (survival over time)"),
-    },
-    "sampling": {
-        "draws": _k(int, 1000, doc="posterior draws per chain"),
-        "tune": _k(int, 1000, doc="tuning steps per chain"),
-        "chains": _k(int, 4, doc="number of chains"),
-        "seed": _k(int, 20240101, doc="random seed (CLI --seed overrides)"),
-        "target_accept": _k(float, 0.95, doc="NUTS target acceptance, in (0.5, 1)"),
-        "sampler": _k(str, "nutpie", choices=SAMPLERS, doc="NUTS implementation"),
-        "fast_draws": _k(int, 200, doc="draws per chain with --fast"),
-        "fast_tune": _k(int, 200, doc="tuning steps with --fast"),
-    },
-    "report": {
-        "ci_prob": _k(float, 0.95, doc="interval probability (classical and Bayesian)"),
-        "thresholds": _k(list, [], items=(int, float),
-                         doc="clinically relevant thresholds on the natural scale (e.g. OR 1.5)"),
-        "control_survival": _k(float, math.nan,
-                               doc="control-arm survival for absolute benefit and NNT, in (0, 1)"),
-        "control_survival_source": _k(str, "", doc="where control_survival comes from (quoted)"),
-        "new_trial_n": _k(list, [], items=(int,), doc="per-arm sizes of a hypothetical new trial"),
-        "direction": _k(str, "lower_is_better", choices=DIRECTIONS,
-                        doc="which sign of the effect favours MSC"),
-        "reversed_outcomes": _k(list, [], items=(str,),
-                                doc="outcomes for which the opposite of `direction` "
-                                    "holds (e.g. ALB when lower_is_better)"),
-        "transform": _k(str, "none", choices=TRANSFORMS, doc="display transform (exp for ratios)"),
-        "notes": _k(str, "", doc="free text appended to the report"),
-    },
-    "provenance": {
-        "author": _k(str, "", doc="who wrote the spec"),
-        "date": _k(str, "", doc="when (ISO date)"),
-        "rationale": _k(str, "", doc="why this analysis, which choices and why"),
-    },
-    "simulation": {
-        "n_per_cell": _k(int, 500, doc="simulated meta-analyses per cell (scale x k x tau), "
-                         ">= 10; MC SE of a 95% coverage is sqrt(.95 x .05 / n)"),
-        "fast_n_per_cell": _k(int, 100, doc="meta-analyses per cell with --fast "
-                              "(<= n_per_cell)"),
-        "k": _k(list, [2, 3, 5, 10], items=(int,), doc="numbers of studies, each in [2, 50]"),
-        "tau": _k(list, [], items=(int, float),
-                  doc="true tau values (>= 0) on the scale's units (log OR for logOR); "
-                      "empty = the scale's default grid (bayesmeta.simulate.SCALES)"),
-        "scales": _k(list, ["logOR"], items=(str,),
-                     doc="data-generating scales, each 'logOR' or 'MD'"),
-        "priors": _k(list, ["weakly_informative", "empirical"], items=(str,),
-                     doc="prior sets for the exact-Bayes intervals "
-                         "(bayesmeta.priors.PRIOR_SET_NAMES)"),
-        "seed": _k(int, 20240601, doc="random seed (CLI --seed overrides)"),
-    },
-}
-REQUIRED_SECTIONS = ("analysis", "data")
-#: sections a ``simulation`` spec may have (it generates its data)
-SIMULATION_SECTIONS = ("analysis", "simulation", "report", "provenance")
+from bayesmeta.spec_schema import (DIRECTIONS, ENGINES, MEASURES, METHODS, PRESETS,  # noqa: F401
+                                   RENAMED, REQUIRED_SECTIONS, ROW_KINDS, SAMPLERS, SCHEMA,
+                                   SIMULATION_SECTIONS, TESTS, Key, _COLUMN_RE, _NAME_RE,
+                                   _model_names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +61,8 @@ def _section_class(name: str, keys: dict[str, Key]):
         default = key.default
         if isinstance(default, list):
             default = tuple(default)
+        elif isinstance(default, dict):
+            default = MappingProxyType(dict(default))
         fields.append((k, Any, field(default=default)))
     cls = dataclasses.make_dataclass(f"{name.title()}Section", fields, frozen=True)
     cls.__doc__ = f"Validated ``[{name}]`` section (keys: {', '.join(keys)})."
@@ -200,6 +78,7 @@ BayesSection = SECTION_CLASSES["bayes"]
 SensitivitySection = SECTION_CLASSES["sensitivity"]
 SamplingSection = SECTION_CLASSES["sampling"]
 ReportSection = SECTION_CLASSES["report"]
+AuditSection = SECTION_CLASSES["audit"]
 ProvenanceSection = SECTION_CLASSES["provenance"]
 
 
@@ -209,21 +88,20 @@ class AnalysisSpec:
 
     Attributes
     ----------
-    path : Path
-        The spec file (resolved).
+    path : Path or None
+        The spec file (resolved); None for a spec built in Python or by the CLI.
     sha256 : str
-        SHA-256 of the file's bytes (the spec hash recorded in provenance).
-    data_path : Path
-        Resolved CSV file the analysis reads (inside the spec's project). Kind
-        ``simulation`` reads no file (it generates its data from the spec): the spec file
-        itself, so provenance records its checksum as the data's.
-    analysis, data, classical, bayes, sensitivity, sampling, report, provenance
+        SHA-256 of the spec file's bytes (or of the options' canonical text).
+    data_path : Path or None
+        The data file. A simulation spec reads no file: the spec file itself, so provenance
+        records its checksum as the data's.
+    analysis, data, classical, bayes, sensitivity, sampling, report, audit, provenance
         One frozen section object each; absent sections hold their defaults.
     """
 
-    path: Path
+    path: Path | None
     sha256: str
-    data_path: Path
+    data_path: Path | None
     analysis: Any
     data: Any
     classical: Any
@@ -231,24 +109,44 @@ class AnalysisSpec:
     sensitivity: Any
     sampling: Any
     report: Any
+    audit: Any
     provenance: Any
     published_path: Path | None = None
-    #: the validated data table of a user file (read once by :func:`load_spec`)
-    frame: Any = field(default=None, repr=False, compare=False, hash=False)
-    #: ``[simulation]`` settings (kind ``simulation``; defaults otherwise)
     simulation: Any = None
+    #: which keys the user gave, per section (keys not given hold defaults)
+    given: Any = field(default=None, repr=False, compare=False, hash=False)
+    #: the validated design (built by :func:`load_spec`; the pipeline reuses it)
+    design: Any = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def name(self) -> str:
         return self.analysis.name
 
     @property
+    def is_simulation(self) -> bool:
+        return self.simulation is not None
+
+    @property
     def kind(self) -> str:
-        return self.analysis.kind
+        """``"simulation"`` or ``"analysis"`` (for progress lines and provenance)."""
+        return "simulation" if self.is_simulation else "analysis"
 
     def replace_sampling(self, **changes) -> "AnalysisSpec":
         """Copy with changed sampling settings (e.g. the CLI's ``--seed``)."""
         return dataclasses.replace(self, sampling=dataclasses.replace(self.sampling, **changes))
+
+    def with_data_path(self, path: Path) -> "AnalysisSpec":
+        return dataclasses.replace(self, data_path=Path(path))
+
+    def uses_mcmc(self) -> bool:
+        """Does this analysis fit PyMC models (and so pay a compile)?"""
+        if self.is_simulation:
+            return False
+        from bayesmeta.registry import MODELS
+
+        models = [self.bayes.model] if isinstance(self.bayes.model, str) else self.bayes.model
+        return any(self.bayes.engine == "mcmc" or "exact" not in MODELS[m].engines
+                   for m in models if m in MODELS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +213,7 @@ def _prior_sets_available() -> tuple[str, ...] | None:
 # --------------------------------------------------------------------------------------------
 def project_root(start: Path) -> Path:
     """The project directory holding ``start``: nearest ancestor with pyproject.toml, else
-    the spec's own directory (so a stand-alone spec may read only beside itself)."""
+    ``start`` itself."""
     start = start.resolve()
     for d in (start, *start.parents):
         if (d / "pyproject.toml").is_file():
@@ -324,11 +222,8 @@ def project_root(start: Path) -> Path:
 
 
 def _data_dir() -> Path:
-    try:
-        from bayesmeta import datasets
-    except ImportError:  # datasets module not present: same rule as models_dir()
-        pkg = Path(__file__).resolve().parent
-        return pkg / "_data" if (pkg / "_data").is_dir() else pkg.parent / "data"
+    from bayesmeta import datasets
+
     return Path(datasets.data_dir())
 
 
@@ -359,7 +254,7 @@ def _dataset_names() -> list[str]:
 # --------------------------------------------------------------------------------------------
 def _type_name(types) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
-             list: "an array"}
+             list: "an array", dict: "a table"}
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
@@ -373,15 +268,19 @@ def _check_type(value, key: Key) -> bool:
     return isinstance(value, key.types)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 class _Validator:
-    def __init__(self, path: Path, text: str):
+    def __init__(self, path: Path | None, text: str):
         self.path, self.text = path, text
 
     def error(self, problem, section=None, key=None, fix=None, line=None):
         if line is None:
             line = find_line(self.text, section, key)
         full = f"{section}.{key}" if section and key else (section or key)
-        return SpecError(problem, file=str(self.path), line=line, key=full, fix=fix)
+        return SpecError(problem, file=str(self.path) if self.path else None, line=line,
+                         key=full, fix=fix)
 
     def sections(self, raw: dict) -> dict[str, dict]:
         out = {}
@@ -396,19 +295,19 @@ class _Validator:
                 raise self.error(f"'{sec}' must be a table [{sec}], got {type(body).__name__}",
                                  key=sec, line=find_line(self.text, None, sec))
             out[sec] = self.keys(sec, body)
-        if out.get("analysis", {}).get("kind") == "simulation":
+        if "simulation" in out:
             for sec in out:
                 if sec not in SIMULATION_SECTIONS:
                     raise self.error(
-                        f"section [{sec}] does not apply to kind 'simulation' (it generates "
+                        f"section [{sec}] does not apply to a simulation spec (it generates "
                         f"its data): allowed sections are {list(SIMULATION_SECTIONS)}",
                         section=sec, line=find_line(self.text, sec),
                         fix="Put the simulation settings in [simulation]; see "
                             "models/README.md.")
+            if "analysis" not in out:
+                raise self.error("missing required section [analysis]", section="analysis",
+                                 line=0)
             return out
-        if "simulation" in out:
-            raise self.error("section [simulation] applies to kind 'simulation' only",
-                             section="simulation", line=find_line(self.text, "simulation"))
         for sec in REQUIRED_SECTIONS:
             if sec not in out:
                 raise self.error(f"missing required section [{sec}]", section=sec,
@@ -419,6 +318,9 @@ class _Validator:
         schema = SCHEMA[sec]
         values = {}
         for k, v in body.items():
+            if (sec, k) in RENAMED:
+                raise self.error(f"key '{k}' in [{sec}] no longer exists: {RENAMED[(sec, k)]}",
+                                 section=sec, key=k, fix=f"Remove '{k}'.")
             if k not in schema:
                 sug = _suggest(k, schema)
                 raise self.error(
@@ -434,8 +336,20 @@ class _Validator:
                         raise self.error(f"Invalid item {item!r} in {k}: every item must be "
                                          f"{_type_name(key.item_types)}", section=sec, key=k)
                 v = tuple(float(i) if float in (key.item_types or ()) else i for i in v)
+            if isinstance(v, dict):
+                v = self.rule(sec, k, v)
             if float in key.types and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise self.error(f"Invalid {k} {v!r}: must be a finite number", section=sec,
+                                 key=k)
+            for text in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(text, str) and _CONTROL.search(text):
+                    raise self.error(f"Invalid {k}: contains a control character",
+                                     section=sec, key=k, fix="Remove it.")
+                if isinstance(text, float) and not math.isfinite(text):
+                    raise self.error(f"Invalid {k}: {text!r} is not a finite number",
+                                     section=sec, key=k)
             if key.choices is not None and v not in key.choices:
                 sug = _suggest(str(v), [c for c in key.choices if c])
                 if sug is None and isinstance(v, str):
@@ -452,13 +366,25 @@ class _Validator:
                                  fix=f"Add {k} = ... ({key.doc}).")
         return values
 
+    def rule(self, sec: str, k: str, table: dict) -> dict:
+        """A row rule ``{column = [values]}``: values are arrays of strings or numbers."""
+        out = {}
+        for col, vals in table.items():
+            if not isinstance(vals, list):
+                vals = [vals]
+            for x in vals:
+                if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+                    raise self.error(f"Invalid {k} value {x!r} for column {col!r}: must be a "
+                                     "string or a number", section=sec, key=k)
+            out[str(col)] = tuple(vals)
+        return out
+
 
 def _check_prior(v: _Validator, sec: str, key: str, text: str, kind: str):
+    from bayesmeta import priors
+
     try:
-        return parse_prior_string(text, kind=kind)
-    except ImportError as err:  # pragma: no cover - engine missing
-        raise v.error(f"cannot check prior {text!r}: bayesmeta.priors is not available ({err})",
-                      section=sec, key=key) from err
+        return priors.parse_prior(text, kind=kind)
     except Exception as err:  # noqa: BLE001 - any parse failure is the user's to fix
         problem = getattr(err, "problem", str(err))
         fix = getattr(err, "fix", None) or ("Use e.g. 'halfnormal:0.5', 'halfcauchy:1', "
@@ -468,16 +394,15 @@ def _check_prior(v: _Validator, sec: str, key: str, text: str, kind: str):
                       fix=fix) from err
 
 
-def _resolve_data(v: _Validator, spec_path: Path, sec: str, key: str, value: str,
+def _resolve_data(v: _Validator, spec_path: Path | None, sec: str, key: str, value: str,
                   is_dataset: bool) -> Path:
+    """A bundled dataset's file, or a data path relative to the spec file (or absolute):
+    a user may keep data anywhere readable."""
     if is_dataset:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value) or value.startswith("."):
             raise v.error(f"Invalid dataset {value!r}: must be a bundled dataset name",
                           section=sec, key=key, fix="Use `path = ...` for a file.")
-        try:
-            p = _dataset_file(value)
-        except ImportError:  # pragma: no cover
-            p = None
+        p = _dataset_file(value)
         if p is None or not p.is_file():
             names = _dataset_names()
             sug = _suggest(value, names)
@@ -486,25 +411,160 @@ def _resolve_data(v: _Validator, spec_path: Path, sec: str, key: str, value: str
                           section=sec, key=key,
                           fix=f"Did you mean '{sug}'?" if sug else None)
         return p.resolve()
-    raw = Path(value)
-    if raw.is_absolute():
-        raise v.error(f"Invalid path {value!r}: must be relative to the spec file",
-                      section=sec, key=key, fix="Write the path relative to the spec.")
-    spec_dir = spec_path.parent.resolve()
-    target = (spec_dir / raw).resolve()
-    roots = {spec_dir, project_root(spec_dir)}
-    if not any(target == r or r in target.parents for r in roots):
-        raise v.error(f"Invalid path {value!r}: it leaves the project directory "
-                      f"({project_root(spec_dir)})", section=sec, key=key,
-                      fix="Put the data inside the project (e.g. data/) and refer to it there.")
+    raw = Path(value).expanduser()
+    base = spec_path.parent if spec_path is not None else Path.cwd()
+    target = (raw if raw.is_absolute() else base / raw).resolve()
     if not target.is_file():
         raise v.error(f"data file not found: {target}", section=sec, key=key,
-                      fix="Check the path (relative to the spec file).")
+                      fix="Check the path (relative to the spec file, or absolute).")
     return target
 
 
+def _contradictions(v: _Validator, s: dict[str, dict], *, need_source: bool = True):
+    a, d = s["analysis"], s["data"]
+    c, b = s.get("classical", {}), s.get("bayes", {})
+    sens, samp, rep = s.get("sensitivity", {}), s.get("sampling", {}), s.get("report", {})
+    measure = d["measure"]
+
+    def bad(problem, sec, key, fix=None):
+        raise v.error(problem, section=sec, key=key, fix=fix)
+
+    if need_source and ("dataset" in d) == ("path" in d):
+        bad("[data] needs exactly one of 'dataset' or 'path'", "data",
+            "path" if "path" in d else "dataset")
+    if not _NAME_RE.match(a["name"]):
+        bad(f"Invalid name {a['name']!r}: must match [a-z0-9][a-z0-9_-]* (max 64 chars); "
+            "it names output files", "analysis", "name")
+    for col_key in ("study", "time", "subgroup", "outcome", "total_level", "time_unit"):
+        col = d.get(col_key, "")
+        if col and not _COLUMN_RE.match(col):
+            bad(f"Invalid {col_key} {col!r}", "data", col_key)
+    if d.get("outcomes") and not d.get("outcome"):
+        bad("'outcomes' needs 'outcome' (the column they are values of)", "data", "outcomes")
+    if d.get("total_level") and not d.get("subgroup"):
+        bad("'total_level' needs 'subgroup' (the column it is a level of)", "data",
+            "total_level")
+    if d.get("arm", 0) not in (0, 1, 2):
+        bad(f"Invalid arm {d['arm']}: must be 1 or 2", "data", "arm")
+    if d.get("arm") and measure != "MC":
+        bad("'arm' selects one arm for the one-group measure MC; the measure is "
+            f"{measure!r}", "data", "arm")
+    method = c.get("method", SCHEMA["classical"]["method"].default)
+    if method in ("MH", "PETO") and measure not in vocab.BINARY:
+        bad(f"method '{method}' needs 2x2 counts (measure OR/RR/RD/PETO), got '{measure}'",
+            "classical", "method")
+    if c.get("preset") == "revman5":
+        if c.get("test", "z") == "knha":
+            bad("preset 'revman5' uses Wald z tests; test = 'knha' contradicts it",
+                "classical", "test")
+        if method not in ("FE", "DL", "MH", "PETO"):
+            bad(f"preset 'revman5' supports FE/MH/PETO/DL only, got method '{method}'",
+                "classical", "method", fix="Use preset = 'revman_web' for REML.")
+    if c.get("preset") == "revman_web" and method in ("DL",) and "method" in c:
+        bad("preset 'revman_web' uses REML; method = 'DL' contradicts it", "classical", "method")
+    models = b.get("model", SCHEMA["bayes"]["model"].default)
+    models = (models,) if isinstance(models, str) else tuple(models)
+    if not models:
+        bad("model is empty: name at least one Bayesian model", "bayes", "model")
+    known = _model_names()
+    for m in models:
+        if m not in known:
+            sug = _suggest(m.replace("_", "-"), known)
+            bad(f"unknown model {m!r}: must be one of {list(known)}", "bayes", "model",
+                fix=f"Did you mean '{sug}'?" if sug else None)
+    con = b.get("contrast", ())
+    if con and (len(con) != 2 or con[0] == con[1]):
+        bad(f"Invalid contrast {list(con)}: give two different subgroup levels [a, b]",
+            "bayes", "contrast")
+    if sens.get("rho") and "survival-published" not in models:
+        bad("'rho' (within-source correlation over time) applies to model "
+            "'survival-published' only", "sensitivity", "rho")
+    for r in sens.get("rho", ()):
+        if not -1.0 < r < 1.0:
+            bad(f"Invalid rho {r!r}: must be in (-1, 1)", "sensitivity", "rho")
+    limits = {"draws": (10, 10**6), "tune": (10, 10**6), "chains": (1, 64),
+              "fast_draws": (10, 10**6), "fast_tune": (10, 10**6)}
+    for name, (lo, hi) in limits.items():
+        if name in samp and not lo <= samp[name] <= hi:
+            bad(f"Invalid {name} {samp[name]}: must be in [{lo}, {hi}]", "sampling", name)
+    if "seed" in samp and not 0 <= samp["seed"] < 2**32:
+        bad(f"Invalid seed {samp['seed']}: must be in [0, 2**32)", "sampling", "seed")
+    if "target_accept" in samp and not 0.5 < samp["target_accept"] < 1:
+        bad(f"Invalid target_accept {samp['target_accept']}: must be in (0.5, 1)", "sampling",
+            "target_accept")
+    if "fast_draws" in samp and samp["fast_draws"] > samp.get("draws", 1000):
+        bad("fast_draws exceeds draws: --fast must not draw more than a full run",
+            "sampling", "fast_draws")
+    _check_report(v, rep, measure, models)
+
+
+def _check_report(v: _Validator, rep: dict, measure: str | None, models=()):
+    def bad(problem, key, fix=None):
+        raise v.error(problem, section="report", key=key, fix=fix)
+
+    if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
+        bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob")
+    cs = rep.get("control_survival", math.nan)
+    if "control_survival" in rep and not 0 < cs < 1:
+        bad(f"Invalid control_survival {cs}: must be a probability in (0, 1)",
+            "control_survival")
+    if "control_survival" in rep and not rep.get("control_survival_source"):
+        bad("control_survival needs control_survival_source (where the value comes from)",
+            "control_survival_source")
+    for key in ("control_survival", "new_trial_n"):
+        if key in rep and "survival-published" not in models:
+            bad(f"{key} applies to model 'survival-published' only", key)
+    for t in rep.get("thresholds", ()):
+        if measure and vocab.is_ratio(measure) and t <= 0:
+            bad(f"Invalid threshold {t}: a ratio threshold must be > 0", "thresholds")
+    for n in rep.get("new_trial_n", ()):
+        if not 2 <= n <= 10**7:
+            bad(f"Invalid new_trial_n {n}: must be in [2, 10^7] per arm", "new_trial_n")
+
+
+def _check_priors(v: _Validator, s: dict[str, dict]):
+    b, sens = s.get("bayes", {}), s.get("sensitivity", {})
+    for key in ("mu_prior", "tau_prior"):
+        text = b.get(key, "")
+        if text:
+            _check_prior(v, "bayes", key, text, key.split("_")[0])
+    for text in sens.get("tau_priors", ()):
+        _check_prior(v, "sensitivity", "tau_priors", text, "tau")
+    sets = sens.get("prior_sets", ())
+    if sets:
+        from bayesmeta.priors import PRIOR_SET_NAMES as known
+
+        for name in sets:
+            if name not in known:
+                sug = _suggest(name, known)
+                raise v.error(f"unknown prior set {name!r}: must be one of {list(known)}",
+                              section="sensitivity", key="prior_sets",
+                              fix=f"Did you mean '{sug}'?" if sug else None)
+
+
+def _check_audit(v: _Validator, s: dict[str, dict]):
+    recipe = s.get("audit", {}).get("recipe", "")
+    if not recipe:
+        if s["data"].get("published"):
+            raise v.error("[data] published names the printed numbers to audit, but no "
+                          "[audit] recipe says how", section="data", key="published",
+                          fix="Add [audit] recipe = ... (see bayesmeta.recipes).")
+        return
+    from bayesmeta.recipes import RECIPES
+
+    if recipe not in RECIPES:
+        sug = _suggest(recipe, RECIPES)
+        raise v.error(f"unknown recipe {recipe!r}: must be one of {sorted(RECIPES)}",
+                      section="audit", key="recipe",
+                      fix=f"Did you mean '{sug}'?" if sug else None)
+    need = RECIPES[recipe].needs_published
+    if need and not s["data"].get("published"):
+        raise v.error(f"recipe {recipe!r} needs [data] published (the printed numbers)",
+                      section="audit", key="recipe")
+
+
 def _check_simulation(v: _Validator, s: dict[str, dict]):
-    """Values of ``[simulation]`` (kind ``simulation``)."""
+    """Values of ``[simulation]`` (a simulation spec)."""
     from bayesmeta.simulate import SCALES
 
     a, sim, rep = s["analysis"], s.get("simulation", {}), s.get("report", {})
@@ -557,284 +617,33 @@ def _check_simulation(v: _Validator, s: dict[str, dict]):
         bad(f"Invalid seed {sim['seed']}: must be in [0, 2**32)", "seed")
     if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
         bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob", sec="report")
-    for key in ("control_survival", "thresholds", "new_trial_n", "transform",
-                "reversed_outcomes"):
+    for key in ("control_survival", "thresholds", "new_trial_n", "reversed_outcomes"):
         if key in rep:
-            bad(f"[report] {key} does not apply to kind 'simulation'", key, sec="report")
+            bad(f"[report] {key} does not apply to a simulation spec", key, sec="report")
 
 
-def _contradictions(v: _Validator, s: dict[str, dict]):
-    a, d = s["analysis"], s["data"]
-    c, b = s.get("classical", {}), s.get("bayes", {})
-    sens, samp, rep = s.get("sensitivity", {}), s.get("sampling", {}), s.get("report", {})
-    kind, measure = a["kind"], d["measure"]
 
-    def bad(problem, sec, key, fix=None):
-        raise v.error(problem, section=sec, key=key, fix=fix)
-
-    if ("dataset" in d) == ("path" in d):
-        bad("[data] needs exactly one of 'dataset' or 'path'", "data",
-            "path" if "path" in d else "dataset")
-    if not _NAME_RE.match(a["name"]):
-        bad(f"Invalid name {a['name']!r}: must match [a-z0-9][a-z0-9_-]* (max 64 chars); "
-            "it names output files", "analysis", "name")
-    for col_key in ("study", "time", "subgroup", "outcome_column"):
-        col = d.get(col_key, "")
-        if col and not _COLUMN_RE.match(col):
-            bad(f"Invalid {col_key} {col!r}: must be a column name", "data", col_key)
-    if c.get("by") and not _COLUMN_RE.match(c["by"]):
-        bad(f"Invalid by {c['by']!r}: must be a column name", "classical", "by")
-    need = {"one_arm": ("MC",), "survival_published": ("OR",), "complications": ("OR", "RR"),
-            "fig3_meld": ("MD", "SMD")}
-    if kind in need and measure not in need[kind]:
-        bad(f"kind '{kind}' needs measure {' or '.join(need[kind])}, got '{measure}'",
-            "data", "measure")
-    if kind in ("survival_published", "nested_published", "complications") and \
-            d.get("row_kind", "study") != "published_pooled":
-        bad(f"kind '{kind}' analyses published pooled estimates: set row_kind = "
-            "'published_pooled'", "data", "row_kind")
-    if kind in ("fig3_meld", "one_arm") and d.get("row_kind", "study") != "study":
-        bad(f"kind '{kind}' analyses study rows: row_kind must be 'study'", "data", "row_kind")
-    if d.get("outcomes") and not d.get("outcome_column"):
-        bad("'outcomes' needs 'outcome_column' (the column they are values of)", "data",
-            "outcomes")
-    method = c.get("method", "FE")
-    if method in ("MH", "PETO") and measure not in ("OR", "RR", "RD", "PETO"):
-        bad(f"method '{method}' needs 2x2 counts (measure OR/RR/RD/PETO), got '{measure}'",
-            "classical", "method")
-    if c.get("preset") == "revman5":
-        if c.get("test", "z") == "knha":
-            bad("preset 'revman5' uses Wald z tests; test = 'knha' contradicts it",
-                "classical", "test")
-        if method not in ("FE", "DL", "MH", "PETO"):
-            bad(f"preset 'revman5' supports FE/MH/PETO/DL only, got method '{method}'",
-                "classical", "method", fix="Use preset = 'revman_web' for REML.")
-    if c.get("preset") == "revman_web" and method in ("DL",) and "method" in c:
-        bad("preset 'revman_web' uses REML; method = 'DL' contradicts it", "classical", "method")
-    engine = b.get("engine", SCHEMA["bayes"]["engine"].default)
-    model = b.get("model", SCHEMA["bayes"]["model"].default)
-    if engine == "exact" and model not in ("nnhm", "survival"):
-        given = "" if "engine" in b else " (the default engine)"
-        bad(f"engine 'exact'{given} exists for models 'nnhm' and 'survival' only, got model "
-            f"'{model}'",
-            "bayes", "engine" if "engine" in b else "model", fix="Set engine = 'mcmc'.")
-    if sens.get("rho") and kind != "survival_published":
-        bad("'rho' (within-source correlation over time) applies to kind "
-            "'survival_published' only", "sensitivity", "rho")
-    for r in sens.get("rho", ()):
-        if not -1.0 < r < 1.0:
-            bad(f"Invalid rho {r!r}: must be in (-1, 1)", "sensitivity", "rho")
-    for name in ("draws", "tune", "chains", "fast_draws", "fast_tune"):
-        if name in samp and samp[name] < (1 if name == "chains" else 10):
-            bad(f"Invalid {name} {samp[name]}: must be >= {1 if name == 'chains' else 10}",
-                "sampling", name)
-    if "seed" in samp and not 0 <= samp["seed"] < 2**32:
-        bad(f"Invalid seed {samp['seed']}: must be in [0, 2**32)", "sampling", "seed")
-    if "target_accept" in samp and not 0.5 < samp["target_accept"] < 1:
-        bad(f"Invalid target_accept {samp['target_accept']}: must be in (0.5, 1)", "sampling",
-            "target_accept")
-    if "fast_draws" in samp and samp["fast_draws"] > samp.get("draws", 1000):
-        bad("fast_draws exceeds draws: --fast must not draw more than a full run",
-            "sampling", "fast_draws")
-    if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
-        bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "report", "ci_prob")
-    cs = rep.get("control_survival", math.nan)
-    if "control_survival" in rep and not 0 < cs < 1:
-        bad(f"Invalid control_survival {cs}: must be a probability in (0, 1)", "report",
-            "control_survival")
-    if "control_survival" in rep and not rep.get("control_survival_source"):
-        bad("control_survival needs control_survival_source (where the value comes from)",
-            "report", "control_survival_source")
-    if "control_survival" in rep and kind != "survival_published":
-        bad("control_survival applies to kind 'survival_published' only", "report",
-            "control_survival")
-    for t in rep.get("thresholds", ()):
-        if measure in ("OR", "RR", "PETO") and t <= 0:
-            bad(f"Invalid threshold {t}: a ratio threshold must be > 0", "report", "thresholds")
-    for n in rep.get("new_trial_n", ()):
-        if n < 2:
-            bad(f"Invalid new_trial_n {n}: must be >= 2 per arm", "report", "new_trial_n")
-    if rep.get("transform") == "exp" and measure not in ("OR", "RR", "PETO"):
-        bad(f"transform 'exp' is for ratio measures, got '{measure}'", "report", "transform")
+def _sections(s: dict[str, dict]) -> dict[str, Any]:
+    return {name: cls(**s.get(name, {})) for name, cls in SECTION_CLASSES.items()
+            if name != "simulation"}
 
 
-def _check_priors(v: _Validator, s: dict[str, dict]):
-    b, sens = s.get("bayes", {}), s.get("sensitivity", {})
-    parsed = {}
-    for key in ("mu_prior", "tau_prior"):
-        text = b.get(key, "")
-        if not text:
-            continue
-        p = _check_prior(v, "bayes", key, text, key.split("_")[0])
-        parsed[key] = p
-        scale = _prior_scale(p)
-        if scale is not None and not scale > 0:
-            raise v.error(f"Invalid {key} {text!r}: scale must be > 0", section="bayes",
-                          key=key)
-    for text in sens.get("tau_priors", ()):
-        p = _check_prior(v, "sensitivity", "tau_priors", text, "tau")
-        scale = _prior_scale(p)
-        if scale is not None and not scale > 0:
-            raise v.error(f"Invalid tau prior {text!r}: scale must be > 0",
-                          section="sensitivity", key="tau_priors")
-    sets = sens.get("prior_sets", ())
-    if sets:
-        known = _prior_sets_available()
-        if known is not None:
-            for name in sets:
-                if name not in known:
-                    sug = _suggest(name, known)
-                    raise v.error(f"unknown prior set {name!r}: must be one of {list(known)}",
-                                  section="sensitivity", key="prior_sets",
-                                  fix=f"Did you mean '{sug}'?" if sug else None)
-    return parsed
+def _design_check(v: _Validator, spec: AnalysisSpec) -> AnalysisSpec:
+    """Build the design and ask every requested model whether it can carry it: the checks
+    ``run`` would make, before anything is fitted. A SpecError gets the spec's line."""
+    from bayesmeta import pipeline
 
-
-def _bundled_header(data_path: Path, outcome_column: str):
-    """Header and outcome values of a bundled (UTF-8, checksummed) dataset file."""
-    import csv
-
-    with open(data_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        rows = list(reader) if outcome_column in header else []
-    return header, [r[outcome_column] for r in rows]
-
-
-def _check_columns(v: _Validator, s: dict[str, dict], data_path: Path, header: list[str],
-                   outcome_values: list[str]):
-    """Columns named in the spec exist in the data; listed outcomes occur in it."""
-    d, c = s["data"], s.get("classical", {})
-    named = [("data", k, d.get(k, SCHEMA["data"][k].default))
-             for k in ("study", "time", "subgroup", "outcome_column")]
-    named.append(("classical", "by", c.get("by", "")))
-    for sec, key, col in named:
-        if not col or (key == "study" and "study" not in d and s["data"].get("row_kind",
-                                                                            "study") != "study"):
-            continue
-        if col not in header:
-            sug = _suggest(col, header)
-            raise v.error(f"column {col!r} not in {data_path.name} (columns: {header})",
-                          section=sec, key=key, fix=f"Did you mean '{sug}'?" if sug else None)
-    if d.get("outcomes"):
-        present = sorted(set(outcome_values))
-        for o in d["outcomes"]:
-            if o not in present:
-                sug = _suggest(o, present)
-                raise v.error(f"outcome {o!r} not in column {d['outcome_column']!r} of "
-                              f"{data_path.name} (values: {present})", section="data",
-                              key="outcomes", fix=f"Did you mean '{sug}'?" if sug else None)
-
-
-# --------------------------------------------------------------------------------------------
-# the data a spec names: read and validated as every CLI command does (bayesmeta.io)
-# --------------------------------------------------------------------------------------------
-def _setting(d, key: str):
-    """A [data] setting from the raw section dict or a DataSection, with its default."""
-    if isinstance(d, dict):
-        return d.get(key, SCHEMA["data"][key].default)
-    return getattr(d, key)
-
-
-def _read_user_table(data_path: Path, **kw):
-    """A user's CSV through :func:`bayesmeta.io.read_table` (encoding, delimiter, decimal
-    commas, dashes, non-numeric and infinite values: a ``DataError`` naming file, row, column)."""
-    from bayesmeta import io
-
-    return io.read_table(data_path, name=str(data_path), **kw)
-
-
-def _row_key(d, columns) -> list[str]:
-    """Columns identifying a study row: the study column plus time/subgroup (the spec's, and
-    columns literally named ``time``/``subgroup`` as :func:`bayesmeta.io.read_table` does)."""
-    key = [_setting(d, "study")]
-    for k in ("time", "subgroup"):
-        for col in (_setting(d, k), k):
-            if col and col in columns and col not in key:
-                key.append(col)
-    return key
-
-
-def _validate_values(data_path: Path, kind: str, d, frame):
-    """Check the values of a user table for the spec's measure; returns the validated frame.
-
-    Study rows: duplicate studies (per time/subgroup) and the measure's columns and values
-    (:func:`bayesmeta.io.validate_measure_columns`; the one-arm kind accepts the experimental
-    arm ``m1i, sd1i, n1i`` of a two-arm table). Published pooled rows (of the selected
-    outcomes): :func:`bayesmeta.io.validate_published` in audit mode (an estimate outside its
-    printed CI is kept for the audit; reversed CIs and ratios <= 0 are errors).
-    """
-    import warnings
-
-    from bayesmeta import io
-
-    measure = _setting(d, "measure")
-    if _setting(d, "row_kind") == "published_pooled":
-        sub = frame
-        oc, outcomes = _setting(d, "outcome_column"), _setting(d, "outcomes")
-        if outcomes and oc in frame.columns:
-            mask = frame[oc].astype(str).isin([str(o) for o in outcomes]).to_numpy()
-            sub = frame[mask].reset_index(drop=True)
-            sub.attrs = dict(frame.attrs)
-            sub.attrs["rows"] = [r for r, m in zip(frame.attrs["rows"], mask) if m]
-        io.validate_published(sub, measure=None if "measure" in sub.columns else measure,
-                              file=str(data_path), allow_outside_ci=True)
-        return frame
-    key = _row_key(d, frame.columns)
-    with warnings.catch_warnings():  # the first read already warned
-        warnings.simplefilter("ignore")
-        frame = _read_user_table(data_path, required=key[:1], unique=key)
-    if kind == "one_arm" and not {"mi", "sdi", "ni"} <= set(frame.columns) and \
-            {"m1i", "sd1i", "n1i"} <= set(frame.columns):
-        one = frame.rename(columns={"m1i": "mi", "sd1i": "sdi", "n1i": "ni"})
-        one.attrs = dict(frame.attrs)
-        io.validate_measure_columns(one, "MC", file=str(data_path))
-    else:
-        io.validate_measure_columns(frame, "MC" if kind == "one_arm" else measure,
-                                    file=str(data_path))
-    return frame
-
-
-def _as_read_csv(frame):
-    """The validated table with :func:`pandas.read_csv`'s conventions the runner expects:
-    empty text cells are NaN, integer columns with blanks are float."""
-    import numpy as np
-
-    out = frame.copy()
-    for c in out.columns:
-        col = out[c]
-        if str(col.dtype) == "Int64":
-            out[c] = col.astype(float)
-        elif col.dtype == object:
-            out[c] = col.where(col.astype(str).str.strip() != "", np.nan)
-    out.attrs = dict(frame.attrs)
-    return out
-
-
-def read_data(spec: AnalysisSpec):
-    """The spec's data table as a DataFrame.
-
-    A user file (``[data] path``) is read with :func:`bayesmeta.io.read_table` and validated
-    for the spec's measure (the frame :func:`load_spec` validated is reused); a bundled dataset
-    is read as shipped (it is checksummed and tested).
-    """
-    import pandas as pd
-
-    if spec.data.dataset:
-        return pd.read_csv(spec.data_path, keep_default_na=True)
-    frame = spec.frame
-    if frame is None:
-        frame = _validate_values(spec.data_path, spec.kind, spec.data,
-                                 _read_user_table(spec.data_path, unique=None))
-    return _as_read_csv(frame)
-
-
-def _prior_scale(p):
-    for attr in ("scale", "sigma", "s"):
-        val = getattr(p, attr, None)
-        if isinstance(val, (int, float)):
-            return float(val)
-    return None
+    try:
+        design = pipeline.build_design(spec)
+        pipeline.check(spec, design)
+    except SpecError as err:
+        if spec.path is None or err.line is not None or not err.key:
+            raise
+        sec, _, key = err.key.partition(".")
+        if sec not in SCHEMA:
+            sec, key = "data", err.key
+        raise v.error(err.problem, section=sec, key=key, fix=err.fix) from err
+    return dataclasses.replace(spec, design=design)
 
 
 def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> AnalysisSpec:
@@ -847,23 +656,18 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
     check_priors : bool
         Parse every prior string with :mod:`bayesmeta.priors` (default True).
     check_data : bool
-        Validate the values of a user data file for the measure (default True; validate early):
-        the same checks ``bayesmeta run`` and ``bayesmeta classical`` apply.
-
-    Returns
-    -------
-    AnalysisSpec
+        Build the design (read and validate the data, apply the row rules) and check every
+        requested model against it (default True): the checks ``bayesmeta run`` makes, so
+        nothing fails after fitting starts.
 
     Raises
     ------
     SpecError
         Unreadable or invalid TOML, unknown section/key (with the nearest valid key), wrong
-        type, unknown kind/measure/method/prior, prior scale <= 0, a data path outside the
-        project, a missing data file, or contradictory settings. The message names file, line
-        and key.
+        type, unknown measure/method/model/prior, prior scale <= 0, a missing data file,
+        contradictory settings, a model the design cannot carry. Names file, line and key.
     DataError
-        A user data file that ``bayesmeta.io`` refuses (encoding, delimiter, non-numeric or
-        impossible values, duplicate studies, bad published rows): names file, row and column.
+        Data that ``bayesmeta.io`` / the design refuse: names file, row and column.
     """
     path = Path(path)
     if not path.is_file():
@@ -871,7 +675,7 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
                         fix="Give a path to a .toml file (see models/).")
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is accepted
     except UnicodeDecodeError as err:
         raise SpecError(f"not UTF-8 text ({err})", file=str(path)) from err
     try:
@@ -882,15 +686,17 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
                         line=int(m.group(1)) if m else None) from err
     v = _Validator(path, text)
     s = v.sections(raw)
-    if s["analysis"]["kind"] == "simulation":
+    given = {sec: frozenset(body) for sec, body in s.items()}
+    sha = hashlib.sha256(data).hexdigest()
+    if "simulation" in s:
         _check_simulation(v, s)
         sim = s.get("simulation", {})
         # the spec seed lives in [simulation]; RunContext.seed_for reads [sampling] seed
         seed = sim.get("seed", SCHEMA["simulation"]["seed"].default)
-        sections = {name: cls(**({"seed": seed} if name == "sampling" else s.get(name, {})))
-                    for name, cls in SECTION_CLASSES.items()}
-        return AnalysisSpec(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
-                            data_path=path.resolve(), **sections)
+        s = {**s, "sampling": {"seed": seed}}
+        return AnalysisSpec(path=path.resolve(), sha256=sha, data_path=path.resolve(),
+                            simulation=SECTION_CLASSES["simulation"](**sim), given=given,
+                            **_sections(s))
     _contradictions(v, s)
     d = s["data"]
     is_ds = "dataset" in d
@@ -899,28 +705,67 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
     published_path = None
     if d.get("published"):
         published_path = _resolve_data(v, path, "data", "published", d["published"], True)
-    frame = None
-    if is_ds:
-        header, outcome_values = _bundled_header(data_path, d.get("outcome_column", ""))
-    else:  # a user file: read as every command reads data (bayesmeta.io), errors name the row
-        frame = _read_user_table(data_path, unique=None)
-        oc = d.get("outcome_column", "")
-        header = [str(c) for c in frame.columns]
-        outcome_values = (frame[oc].astype(str).str.strip().tolist() if oc in frame.columns
-                          else [])
-    _check_columns(v, s, data_path, header, outcome_values)
     if check_priors:
         _check_priors(v, s)
-    if frame is not None and check_data:
-        frame = _validate_values(data_path, s["analysis"]["kind"], d, frame)
-    elif frame is not None:
-        frame = None  # not validated: read_data validates when the data are used
-    sections = {}
-    for name, cls in SECTION_CLASSES.items():
-        sections[name] = cls(**s.get(name, {}))
-    return AnalysisSpec(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
-                        data_path=data_path, published_path=published_path, frame=frame,
-                        **sections)
+    _check_audit(v, s)
+    spec = AnalysisSpec(path=path.resolve(), sha256=sha, data_path=data_path,
+                        published_path=published_path, given=given, **_sections(s))
+    return _design_check(v, spec) if check_data else spec
+
+
+#: option name (Python keyword / CLI) → (section, key); names unique across sections
+def _option_map() -> dict[str, tuple[str, str]]:
+    out = {}
+    for sec, keys in SCHEMA.items():
+        if sec in ("simulation",):
+            continue
+        for k in keys:
+            if sec == "analysis" and k == "outcome":
+                out["outcome_label"] = (sec, k)
+            elif k not in out:
+                out[k] = (sec, k)
+    out["models"] = ("bayes", "model")
+    return out
+
+
+def spec_from_options(*, name: str = "analysis", title: str | None = None, path=None,
+                      **options) -> AnalysisSpec:
+    """An :class:`AnalysisSpec` from keyword options (Python's :func:`bayesmeta.analyze`, the
+    CLI), validated by the same checks as a spec file. ``None`` means "not given"; an
+    unknown option is a SpecError with the nearest valid name."""
+    omap = _option_map()
+    raw: dict[str, dict] = {"analysis": {"name": name, "title": title or name}}
+    for opt, val in options.items():
+        if val is None:
+            continue
+        if opt not in omap:
+            sug = _suggest(opt, omap)
+            raise SpecError(f"unknown option {opt!r}", key=opt,
+                            fix=f"Did you mean {sug!r}?" if sug else
+                            f"Options: {', '.join(sorted(omap))}.")
+        sec, key = omap[opt]
+        if isinstance(val, tuple):
+            val = list(val)
+        if isinstance(val, dict):
+            val = {k: list(x) if isinstance(x, (tuple, list)) else x for k, x in val.items()}
+        if sec == "report" and key == "ci_prob" and float(val) == 0.95:
+            continue
+        raw.setdefault(sec, {})[key] = val
+    raw.setdefault("data", {})
+    if path is not None:
+        raw["data"]["path"] = str(path)
+    v = _Validator(None, "")
+    s = v.sections(raw)
+    _contradictions(v, s, need_source=False)
+    _check_priors(v, s)
+    _check_audit(v, s)
+    text = repr(sorted((sec, sorted(body.items(), key=str)) for sec, body in s.items()))
+    data_path = None
+    if path is not None:
+        data_path = _resolve_data(v, None, "data", "path", str(path), False)
+    return AnalysisSpec(path=None, sha256=hashlib.sha256(text.encode()).hexdigest(),
+                        data_path=data_path, given={k: frozenset(b) for k, b in s.items()},
+                        **_sections(s))
 
 
 # --------------------------------------------------------------------------------------------

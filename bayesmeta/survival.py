@@ -579,6 +579,14 @@ class ExactSurvivalResult(PosteriorResult):
         p = float(self._q.cdf(label, x))
         return p if below is not None else 1.0 - p
 
+    def quantiles(self, label: str, qs) -> np.ndarray:
+        """Exact posterior quantiles of a reported scalar at probabilities ``qs``."""
+        qs = np.atleast_1d(np.asarray(qs, dtype=float))
+        if label == "sigma_time":
+            return np.asarray(self._q.g.quantiles(qs), dtype=float)
+        M, S, W = self._q.mixture(label)
+        return np.asarray(_mix_quantiles(M, S, W, qs)[0], dtype=float)
+
     def survival_table(self, control_survival=DEFAULT_CONTROL_SURVIVAL,
                        threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
         """The :func:`survival_table` columns, computed exactly (mixtures, not draws)."""

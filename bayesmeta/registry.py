@@ -1,0 +1,362 @@
+"""The model registry: every model a design can be paired with, and what it needs.
+
+Each :class:`ModelEntry` declares its source (classical | bayesian), its engines, its scope
+(``cell``: one fit per outcome × subgroup × time cell; ``part``: one fit across the cells of
+an outcome), the roles, measures and row kinds it needs, and a ``check`` that
+``bayesmeta validate`` runs before anything is fitted. An unknown name, or a model the design
+cannot carry, is one :class:`~bayesmeta.exceptions.SpecError` naming the key.
+
+========================  ==========  =========================================================
+model                     scope       what it is
+========================  ==========  =========================================================
+``fe``                    cell        inverse-variance common effect (``rma(method="FE")``)
+``re``                    cell        random effects, any tau² estimator, Wald z or KNHA
+``mh``                    cell        Mantel-Haenszel (2x2 counts)
+``peto``                  cell        Peto's one-step OR (2x2 counts)
+``multilevel``            part        REML over studies and their time points (``rma.mv``
+                                      twin of ``nested``; added when a study recurs over time)
+``nnhm``                  cell        normal-normal hierarchical model (exact | mcmc)
+``nested``                part        cells (subgroup × time) within subgroups within the
+                                      overall mean, study effect shared across time (mcmc)
+``binomial-normal``       cell        exact binomial likelihood, random log OR (mcmc)
+``survival-published``    part        published ORs over time, correlated (exact | mcmc)
+``survival-counts``       part        cumulative deaths per arm over time (mcmc)
+========================  ==========  =========================================================
+
+The fit functions take a :class:`~bayesmeta.design.Design`, the analysis settings (an
+:class:`~bayesmeta.spec.AnalysisSpec`) and the run context, and return
+:class:`~bayesmeta.fits.Fit` objects whose coordinates carry the cell.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from bayesmeta import vocab
+from bayesmeta.design import Design
+from bayesmeta.exceptions import SpecError
+from bayesmeta.fits import ClassicalFit, DrawsFit, ExactFit, Fit, Param
+
+#: time coordinate of an estimate pooled across time points
+ACROSS_TIME = "all"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model: what it needs and how it is fitted (see module docstring)."""
+
+    name: str
+    source: str
+    scope: str
+    engines: tuple = ("",)
+    needs_roles: tuple = ()
+    measures: tuple | None = None
+    row_kinds: tuple = ("arms", "effect", "published")
+    doc: str = ""
+    check: Callable | None = None
+
+    def validate(self, design: Design, spec, *, key: str) -> None:
+        """Raise a SpecError naming ``key`` when the design cannot carry this model."""
+        if self.measures is not None and design.measure not in self.measures:
+            raise SpecError(f"model {self.name!r} needs measure "
+                            f"{' or '.join(self.measures)}, the data use {design.measure!r}",
+                            key=key)
+        if design.row_kind not in self.row_kinds:
+            raise SpecError(f"model {self.name!r} needs {' or '.join(self.row_kinds)} rows, the "
+                            f"data are {design.row_kind} rows", key=key)
+        for role in self.needs_roles:
+            if not design.has(role):
+                raise SpecError(f"model {self.name!r} needs a {role} column", key=key,
+                                fix=f"Set the {role} column ([data] {role} = ... or "
+                                    f"--{role} COL).")
+        if self.check is not None:
+            self.check(design, spec, key)
+
+
+def _check_counts(design: Design, spec, key: str) -> None:
+    need = {"ai", "ci", "n1i", "n2i"} if design.row_kind == "arms" else set()
+    miss = sorted(need - set(design.rows.columns))
+    if design.row_kind != "arms" or miss:
+        raise SpecError(f"model needs 2x2 counts per study (ai, bi/n1i, ci, di/n2i)"
+                        + (f"; missing {miss}" if miss else ""), key=key)
+
+
+def nested_fits(d: Design) -> bool:
+    """Can the nested model be fitted to this outcome part (two cells, or a study seen
+    twice)?"""
+    return len(d.split("subgroup", "time")) >= 2 or bool(d.repeated_studies())
+
+
+def _check_nested(design: Design, spec, key: str) -> None:
+    parts = [d for _, part in design.parts() for _, d in part.split("outcome")]
+    if not any(nested_fits(d) for d in parts):
+        n = max(len(d.split("subgroup", "time")) for d in parts)
+        raise SpecError(f"model 'nested' needs at least two cells (time points or "
+                        f"subgroups); the data have {n}", key=key,
+                        fix="Use model 'nnhm', or give the time/subgroup columns.")
+
+
+def _check_engine_exact(design: Design, spec, key: str) -> None:
+    return None
+
+
+MODELS: dict[str, ModelEntry] = {m.name: m for m in (
+    ModelEntry("fe", "classical", "cell", doc="inverse-variance common effect"),
+    ModelEntry("re", "classical", "cell", doc="random effects (tau² estimator, z or KNHA)"),
+    ModelEntry("mh", "classical", "cell", measures=("OR", "RR", "RD"), row_kinds=("arms",),
+               check=_check_counts, doc="Mantel-Haenszel"),
+    ModelEntry("peto", "classical", "cell", measures=("OR", "PETO"), row_kinds=("arms",),
+               check=_check_counts, doc="Peto one-step OR"),
+    ModelEntry("multilevel", "classical", "part", needs_roles=("time",),
+               row_kinds=("arms", "effect"), doc="REML over studies and their time points"),
+    ModelEntry("nnhm", "bayesian", "cell", engines=("exact", "mcmc"),
+               doc="normal-normal hierarchical model"),
+    ModelEntry("nested", "bayesian", "part", engines=("mcmc",), check=_check_nested,
+               doc="cells within subgroups within the mean; study effect shared over time"),
+    ModelEntry("binomial-normal", "bayesian", "cell", engines=("mcmc",), measures=("OR",),
+               row_kinds=("arms",), check=_check_counts,
+               doc="binomial likelihood, random log OR"),
+    ModelEntry("survival-published", "bayesian", "part", engines=("exact", "mcmc"),
+               needs_roles=("time",), measures=("OR",), row_kinds=("published",),
+               doc="published ORs over time with within-source correlation"),
+    ModelEntry("survival-counts", "bayesian", "part", engines=("mcmc",),
+               needs_roles=("time",), measures=("OR",), row_kinds=("arms",),
+               check=_check_counts, doc="cumulative deaths per arm over time"),
+)}
+BAYES_MODELS = tuple(n for n, m in MODELS.items() if m.source == "bayesian")
+CLASSICAL_MODELS = tuple(n for n, m in MODELS.items() if m.source == "classical")
+
+
+def get_model(name: str, *, key: str = "model") -> ModelEntry:
+    """The registry entry of ``name``; an unknown name is one SpecError (did-you-mean)."""
+    if name in MODELS:
+        return MODELS[name]
+    import difflib
+
+    sug = difflib.get_close_matches(name.replace("_", "-"), list(MODELS), n=1, cutoff=0.5)
+    raise SpecError(f"unknown model {name!r}: must be one of {list(MODELS)}", key=key,
+                    fix=f"Did you mean '{sug[0]}'?" if sug else None)
+
+
+def classical_model(method: str) -> str:
+    """Registry name of a ``[classical] method``: FE/MH/PETO or a tau² estimator (re)."""
+    return {"FE": "fe", "MH": "mh", "PETO": "peto"}.get(method.upper(), "re")
+
+
+# --------------------------------------------------------------------------------------------
+# fit helpers
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FitRequest:
+    """What the pipeline hands a fit function besides the design: settings resolved once."""
+
+    spec: Any
+    ctx: Any
+    mu_prior: Any = None
+    tau_prior: Any = None
+    prior_note: str = ""
+    coords: dict = field(default_factory=dict)
+
+
+def _labels(d: Design) -> list[str]:
+    return [s if s else f"row {r}" for s, r in zip(d.rows["study"], d.rows["row"])]
+
+
+def fit_classical_cell(model: str, d: Design, req: FitRequest) -> list[Fit]:
+    """``fe``/``re``/``mh``/``peto`` on one cell's study rows."""
+    from bayesmeta import classical
+
+    c = req.spec.classical
+    y, v = d.rows["yi"].to_numpy(float), d.rows["vi"].to_numpy(float)
+    labels = _labels(d)
+    preset = c.preset or None
+    if model in ("mh", "peto"):
+        r = d.rows
+        n1 = r["n1i"].to_numpy(float) if "n1i" in r else r["ai"] + r["bi"]
+        n2 = r["n2i"].to_numpy(float) if "n2i" in r else r["ci"] + r["di"]
+        ai, ci = r["ai"].to_numpy(float), r["ci"].to_numpy(float)
+        if model == "mh":
+            def refit(level):
+                return classical.rma_mh(ai, None, ci, None, n1i=n1, n2i=n2, measure=d.measure,
+                                        studies=labels, level=level, preset=preset)
+            method = "MH"
+        else:
+            def refit(level):
+                return classical.rma_peto(ai, None, ci, None, n1i=n1, n2i=n2, studies=labels,
+                                          level=level)
+            method = "PETO"
+    else:
+        meth = c.method if model == "re" else "FE"
+
+        def refit(level):
+            return classical.rma(y, v, studies=labels, method=meth, test=c.test,
+                                 measure=d.measure, preset=preset, level=level)
+        method = None
+    fit = ClassicalFit(model=model, source="classical", method="", measure=d.measure,
+                       scale=d.scale, coords=dict(req.coords), refit=refit,
+                       prediction=bool(c.prediction))
+    fit.method = method or fit.result().label
+    return [fit]
+
+
+def fit_multilevel(d: Design, req: FitRequest) -> list[Fit]:
+    """REML over studies and the time points nested in them (metafor ``rma.mv(~1 | study/
+    time)``): the classical overall across time that counts each study once."""
+    from bayesmeta import classical
+
+    y, v = d.rows["yi"].to_numpy(float), d.rows["vi"].to_numpy(float)
+
+    def refit(level):
+        return classical.fit_multilevel(y, v, d.rows["study"].to_numpy(),
+                                        d.rows["time"].to_numpy(), method="REML", level=level,
+                                        measure=d.measure)
+    fit = MultilevelFit(model="multilevel", source="classical", method="REML-2level",
+                        measure=d.measure, scale=d.scale,
+                        coords={**req.coords, "time": ACROSS_TIME}, refit=refit)
+    return [fit]
+
+
+@dataclass
+class MultilevelFit(ClassicalFit):
+    """:class:`bayesmeta.classical.MultilevelResult` as a :class:`Fit`."""
+
+    def params(self) -> list[Param]:
+        return [Param("mu"), Param("sigma2_study"), Param("sigma2_within")]
+
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        from bayesmeta.fits import _summary_frame
+
+        r = self.result(ci_prob)
+        return _summary_frame([
+            (Param("mu"), dict(estimate=r.estimate, se=r.se, ci_low=r.ci_low,
+                               ci_high=r.ci_high, interval="wald-z", statistic=r.statistic,
+                               p_value=r.p)),
+            (Param("sigma2_study"), dict(estimate=r.sigma2_study)),
+            (Param("sigma2_within"), dict(estimate=r.sigma2_within))])
+
+
+def fit_nnhm_cell(d: Design, req: FitRequest, *, engine: str, mu_prior=None, tau_prior=None,
+                  setting: str = "") -> list[Fit]:
+    """The NNHM on one cell. A cell of one published pooled estimate has no between-study
+    variance to learn (its SE already contains it): tau = 0, the conjugate normal model."""
+    from bayesmeta import exact
+
+    mu_p = mu_prior if mu_prior is not None else req.mu_prior
+    tau_p = tau_prior if tau_prior is not None else req.tau_prior
+    y, s = d.rows["yi"].to_numpy(float), d.rows["sei"].to_numpy(float)
+    labels = _labels(d)
+    pooled = bool(d.rows["pooled"].all())
+    notes = []
+    if pooled:
+        tau_p = exact.FixedTau(0.0)
+        notes.append("a published pooled estimate carries no information on heterogeneity "
+                     "(its SE already contains it): tau = 0, the conjugate normal model")
+    suffix = f" [{setting}]" if setting else ""
+    if engine == "mcmc" and not pooled:
+        from bayesmeta import mcmc
+
+        kw = req.ctx.sampling(req.spec, req.ctx.next_offset())
+        res = mcmc.fit_nnhm(y, s, mu_prior=mu_p, tau_prior=tau_p, study=labels,
+                            measure=d.measure, warn=False, **kw)
+        f = DrawsFit(model="nnhm", source="bayesian", method=res.method + suffix,
+                     measure=d.measure, scale=d.scale, coords=dict(req.coords),
+                     notes=tuple(notes), result=res,
+                     provenance={"priors": res.priors, "sampler": res.settings,
+                                 "diagnostics": res.diagnostics.line()})
+        return [f]
+    res = exact.fit_exact(y, s, tau_prior=tau_p, mu_prior=mu_p, labels=labels,
+                          measure=d.measure, prior_note=req.prior_note)
+    method = ("conjugate-normal" if pooled else "exact-NNHM") + suffix
+    f = ExactFit(model="nnhm", source="bayesian", method=method, measure=d.measure,
+                 scale=d.scale, coords=dict(req.coords), notes=tuple(notes), result=res,
+                 studies=not pooled, seed=int(req.ctx.seed_for(req.spec)),
+                 only=("mu",) if pooled else (),  # tau fixed: only mu has a posterior
+                 provenance={"priors": {"mu": str(res.mu_prior), "tau": str(res.tau_prior)}})
+    return [f]
+
+
+def fit_binomial_normal_cell(d: Design, req: FitRequest) -> list[Fit]:
+    from bayesmeta import mcmc
+
+    r = d.rows
+    n1 = r["n1i"].to_numpy(float) if "n1i" in r else (r["ai"] + r["bi"]).to_numpy(float)
+    n2 = r["n2i"].to_numpy(float) if "n2i" in r else (r["ci"] + r["di"]).to_numpy(float)
+    kw = req.ctx.sampling(req.spec, req.ctx.next_offset())
+    res = mcmc.fit_binomial_normal(r["ai"].to_numpy(float), n1, r["ci"].to_numpy(float), n2,
+                                   mu_prior=req.mu_prior, tau_prior=req.tau_prior,
+                                   study=_labels(d), warn=False, **kw)
+    return [DrawsFit(model="binomial-normal", source="bayesian", method=res.method,
+                     measure=d.measure, scale=d.scale, coords=dict(req.coords), result=res,
+                     provenance={"priors": res.priors, "sampler": res.settings,
+                                 "diagnostics": res.diagnostics.line()})]
+
+
+def nested_data(d: Design) -> pd.DataFrame:
+    """The rows of a part in :func:`bayesmeta.mcmc.fit_nested`'s format."""
+    r = d.rows
+    if d.row_kind == "published":
+        kind = ["pooled" if (not d.has("subgroup") or g == d.total_level) else
+                "subgroup_pooled" for g in r["subgroup"]]
+    else:
+        kind = ["study"] * len(r)
+    out = pd.DataFrame({"yi": r["yi"].to_numpy(float), "sei": r["sei"].to_numpy(float),
+                        "study": r["study"].to_numpy(), "time": r["time"].to_numpy(),
+                        "subgroup": (r["subgroup"].to_numpy() if d.has("subgroup") else ""),
+                        "row_kind": kind})
+    for c in ("n1i", "n2i"):
+        if c in r:
+            out[c] = r[c].to_numpy(float)
+    return out
+
+
+def nested_fit(res, d: Design, coords: dict) -> DrawsFit:
+    """An MCMC nested result as a :class:`Fit`: cell means are ``mu`` at (subgroup, time),
+    subgroup means and the overall mean are at time ``all`` (pooled across time points)."""
+    has_sub = d.has("subgroup")
+    pm = {}
+    for rep in res.reports:
+        name = rep.label.split("[", 1)[0]
+        c = {}
+        if name in ("mu", "tau"):
+            if rep.time:
+                c["time"] = rep.time
+            elif name == "mu":
+                c["time"] = ACROSS_TIME
+            if rep.subgroup and has_sub:
+                c["subgroup"] = rep.subgroup
+        elif name in ("contrast", "contrast_subgroup"):
+            name = "contrast"
+            c = {"subgroup": rep.subgroup, "time": rep.time or ACROSS_TIME}
+        pm[rep.label] = Param(name, c)
+    return DrawsFit(model="nested", source="bayesian", method=res.method, measure=d.measure,
+                    scale=d.scale, coords=dict(coords), result=res, param_map=pm,
+                    notes=tuple(res.notes),
+                    provenance={"priors": res.priors, "sampler": res.settings,
+                                "diagnostics": res.diagnostics.line()})
+
+
+def survival_fit(res, d: Design, coords: dict, setting: str = "") -> DrawsFit:
+    """A survival result (exact or MCMC) as a :class:`Fit`: the pooled log OR at time t is
+    ``mu`` at t, a new trial's log OR ``theta_new`` at t."""
+    pm = {}
+    for rep in res.reports:
+        name = rep.label.split("[", 1)[0]
+        if name == "logOR":
+            pm[rep.label] = Param("mu", time=rep.time)
+        elif name == "logOR_new":
+            pm[rep.label] = Param("theta_new", time=rep.time)
+        elif name == "mu":
+            pm[rep.label] = Param("mu", time=ACROSS_TIME)
+        else:
+            pm[rep.label] = Param(name, {"time": rep.time} if rep.time else {})
+    return DrawsFit(model=res.model, source="bayesian",
+                    method=res.method + (f" [{setting}]" if setting else ""),
+                    measure=d.measure, scale=d.scale, coords=dict(coords), result=res,
+                    param_map=pm, notes=tuple(res.notes),
+                    provenance={"priors": res.priors, "settings": res.settings,
+                                "diagnostics": res.diagnostics.line()})

@@ -1,0 +1,180 @@
+"""The schema of analysis specs: every section and key, its type, default and meaning.
+
+:mod:`bayesmeta.spec` validates against it; ``models/README.md`` documents it (rendered by
+:func:`bayesmeta.spec.schema_markdown`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bayesmeta import vocab
+
+MEASURES = vocab.MEASURES
+METHODS = vocab.METHODS
+TESTS = vocab.TESTS
+PRESETS = vocab.PRESETS
+ENGINES = ("auto", "exact", "mcmc")
+SAMPLERS = ("nutpie", "pymc")
+DIRECTIONS = vocab.DIRECTIONS
+ROW_KINDS = vocab.ROW_KINDS
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_COLUMN_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+#: keys that no longer exist, with what replaces them
+RENAMED = {
+    ("analysis", "kind"): "a spec needs no kind: the data's roles and [bayes] model decide "
+                          "what is fitted (a simulation spec has a [simulation] section)",
+    ("data", "outcome_column"): "renamed to [data] outcome (the outcome column)",
+    ("report", "transform"): "ratios are shown on their natural scale automatically",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# schema: section -> key -> Key(type, default, check, doc)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Key:
+    """One allowed key: its TOML type(s), default, extra check and documentation."""
+
+    types: tuple
+    default: Any = None
+    required: bool = False
+    choices: tuple | None = None
+    doc: str = ""
+    item_types: tuple | None = None  # for arrays
+
+
+def _k(types, default=None, *, required=False, choices=None, doc="", items=None):
+    if not isinstance(types, tuple):
+        types = (types,)
+    return Key(types, default, required, choices, doc, items)
+
+
+def _model_names() -> tuple:
+    from bayesmeta.registry import BAYES_MODELS
+
+    return BAYES_MODELS
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "analysis": {
+        "name": _k(str, required=True, doc="identifier, [a-z0-9_-], used for output file names"),
+        "title": _k(str, required=True, doc="human title shown in the report"),
+        "description": _k(str, "", doc="free text shown under the title"),
+        "outcome": _k(str, "", doc="outcome label when the data have no outcome column"),
+        "priority": _k(int, 0, doc="order on the report's index: lower first; ties keep the "
+                                   "order given (command line or models/)"),
+    },
+    "data": {
+        "dataset": _k(str, doc="bundled dataset name (see `bayesmeta datasets`)"),
+        "path": _k(str, doc="CSV path, relative to the spec file or absolute"),
+        "measure": _k(str, required=True, choices=MEASURES, doc="effect measure"),
+        "row_kind": _k(str, "auto", choices=ROW_KINDS,
+                       doc="what a row is: arms, effect (yi + vi/sei), published (estimate + "
+                           "CI); auto = from the columns"),
+        "study": _k(str, "", doc="column naming the study (default: a column named 'study')"),
+        "time": _k(str, "", doc="column with the follow-up time (numbers, or labels starting "
+                                "with one)"),
+        "subgroup": _k(str, "", doc="column with the subgroup"),
+        "outcome": _k(str, "", doc="column with the outcome (one analysis per outcome)"),
+        "outcomes": _k(list, [], items=(str,), doc="outcomes to analyse, in this order "
+                                                   "(values of the outcome column)"),
+        "include": _k(dict, {}, doc="row rule: {column = [values]} keeps only these rows"),
+        "exclude": _k(dict, {}, doc="row rule: {column = [values]} leaves these rows out "
+                                    "(e.g. baseline rows: {time = [0]})"),
+        "total_level": _k(str, "", doc="subgroup level meaning 'all patients' (pools the "
+                                       "other subgroups: analysed apart from them)"),
+        "arm": _k(int, 0, doc="measure MC on a two-arm table: use arm 1 or 2's m, sd, n"),
+        "time_unit": _k(str, "", doc="unit of the time column for labels (e.g. 'week')"),
+        "published": _k(str, "", doc="bundled dataset with the published numbers to audit "
+                                     "(with [audit] recipe)"),
+    },
+    "classical": {
+        "method": _k(str, "REML", choices=METHODS, doc="tau² estimator, or FE/MH/PETO"),
+        "test": _k(str, "z", choices=TESTS, doc="z (Wald) or knha (Knapp-Hartung)"),
+        "preset": _k(str, "", choices=PRESETS + ("",), doc="revman5 | revman_web"),
+        "by": _k(str, "", doc="column for a subgroup analysis with the test for subgroup "
+                              "differences (default: the subgroup column)"),
+        "prediction": _k(bool, False, doc="report a prediction interval"),
+    },
+    "bayes": {
+        "model": _k((str, list), "nnhm", items=(str,),
+                    doc="Bayesian model(s): nnhm, nested, binomial-normal, "
+                        "survival-published, survival-counts"),
+        "engine": _k(str, "auto", choices=ENGINES,
+                     doc="exact (quadrature) or mcmc; auto = exact for the models that have "
+                         "an exact engine, mcmc for the others (each model's engine is stated "
+                         "in the report)"),
+        "mu_prior": _k(str, "", doc="prior of mu, e.g. 'normal:0:10' or 'flat'; empty = the "
+                       "measure's default (bayesmeta.priors.default_mu_prior)"),
+        "tau_prior": _k(str, "", doc="prior of tau, e.g. 'halfnormal:0.5' or a named empirical "
+                        "prior ('turner2015-all'); empty = the measure's default "
+                        "(bayesmeta.priors.default_tau_prior, scale-aware for MD)"),
+        "contrast": _k(list, [], items=(str,),
+                       doc="two subgroup levels [a, b]: the contrast a − b per time "
+                           "(default: the first two levels in order)"),
+    },
+    "sensitivity": {
+        "prior_sets": _k(list, [], items=(str,), doc="named prior sets refitted for sensitivity"),
+        "tau_priors": _k(list, [], items=(str,), doc="extra tau priors refitted for sensitivity"),
+        "rho": _k(list, [], items=(int, float),
+                  doc="within-source correlation values (model survival-published)"),
+    },
+    "sampling": {
+        "draws": _k(int, 1000, doc="posterior draws per chain"),
+        "tune": _k(int, 1000, doc="tuning steps per chain"),
+        "chains": _k(int, 4, doc="number of chains"),
+        "seed": _k(int, 20240101, doc="random seed (CLI --seed overrides)"),
+        "target_accept": _k(float, 0.95, doc="NUTS target acceptance, in (0.5, 1)"),
+        "sampler": _k(str, "nutpie", choices=SAMPLERS, doc="NUTS implementation"),
+        "fast_draws": _k(int, 200, doc="draws per chain with --fast"),
+        "fast_tune": _k(int, 200, doc="tuning steps with --fast"),
+    },
+    "report": {
+        "ci_prob": _k(float, 0.95, doc="interval probability of every reported interval"),
+        "thresholds": _k(list, [], items=(int, float),
+                         doc="clinically relevant thresholds on the natural scale (e.g. OR 1.5)"),
+        "direction": _k(str, "lower_is_better", choices=DIRECTIONS,
+                        doc="which sign of the effect is a benefit for the treatment"),
+        "reversed_outcomes": _k(list, [], items=(str,),
+                                doc="outcomes for which the opposite of `direction` holds"),
+        "control_survival": _k(float, math.nan,
+                               doc="control-arm survival for absolute benefit and NNT, in (0, 1) "
+                                   "(model survival-published)"),
+        "control_survival_source": _k(str, "", doc="where control_survival comes from (quoted)"),
+        "new_trial_n": _k(list, [], items=(int,), doc="per-arm sizes of a hypothetical new trial "
+                                                      "(model survival-published)"),
+        "notes": _k(str, "", doc="free text appended to the report"),
+    },
+    "audit": {
+        "recipe": _k(str, "", doc="published-number audit of a bundled paper "
+                                  "(bayesmeta.recipes.RECIPES)"),
+    },
+    "provenance": {
+        "author": _k(str, "", doc="who wrote the spec"),
+        "date": _k(str, "", doc="when (ISO date)"),
+        "rationale": _k(str, "", doc="why this analysis, which choices and why"),
+    },
+    "simulation": {
+        "n_per_cell": _k(int, 500, doc="simulated meta-analyses per cell (scale x k x tau), "
+                         ">= 10; MC SE of a 95% coverage is sqrt(.95 x .05 / n)"),
+        "fast_n_per_cell": _k(int, 100, doc="meta-analyses per cell with --fast "
+                              "(<= n_per_cell)"),
+        "k": _k(list, [2, 3, 5, 10], items=(int,), doc="numbers of studies, each in [2, 50]"),
+        "tau": _k(list, [], items=(int, float),
+                  doc="true tau values (>= 0) on the scale's units (log OR for logOR); "
+                      "empty = the scale's default grid (bayesmeta.simulate.SCALES)"),
+        "scales": _k(list, ["logOR"], items=(str,),
+                     doc="data-generating scales, each 'logOR' or 'MD'"),
+        "priors": _k(list, ["weakly_informative", "empirical"], items=(str,),
+                     doc="prior sets for the exact-Bayes intervals "
+                         "(bayesmeta.priors.PRIOR_SET_NAMES)"),
+        "seed": _k(int, 20240601, doc="random seed (CLI --seed overrides)"),
+    },
+}
+REQUIRED_SECTIONS = ("analysis", "data")
+#: sections a simulation spec may have (it generates its data)
+SIMULATION_SECTIONS = ("analysis", "simulation", "report", "provenance")
