@@ -31,7 +31,7 @@ Rows are keyed by (study, time, subgroup, outcome) over the roles present.
 Levels
 ------
 Time levels sort numerically by the number a label starts with (``"4" < "12" < "24"``;
-``"4 wk"`` reads as 4); other levels keep the order of first appearance (or the order a spec
+``"4 weeks"`` reads as 4); other levels keep the order of first appearance (or the order a spec
 lists them in).
 """
 
@@ -67,7 +67,7 @@ def label_text(v) -> str:
 
 
 def time_value(label: str) -> float:
-    """The number a time label starts with (``"12"`` → 12, ``"4 wk"`` → 4), else NaN."""
+    """The number a time label starts with (``"12"`` → 12, ``"4 weeks"`` → 4), else NaN."""
     m = _LEADING_NUMBER.match(str(label))
     return float(m.group(1)) if m else math.nan
 

@@ -37,7 +37,7 @@ nested  nutpie   3.8 / 0     1.35 / 1.52  2400 / 1940   1770/1280 0 / 0
 nested  pymc     1.9 / 3.9   39.0 / 21.8  2500 / 3160   64 / 145  0 / 1
 ======  =======  ==========  ===========  ============  ========  ===========
 
-(NNHM: BCG, k = 13, log OR; nested: 2014 MELD arm data, target_accept 0.99.) nutpie samples
+(NNHM: BCG, k = 13, log OR; nested: the bundled 2014 arm data, target_accept 0.99.) nutpie samples
 10-40x more effective draws per second and, with the cached compile, a refit costs well under
 a second, so it is the default; the pymc sampler (``sampler="pymc"``) is kept for ``tune=0``
 diagnostics and cross-checks. It also had 1 divergence on the nested model (seed 2).
@@ -904,7 +904,7 @@ _NESTED_DIMS = ("obs", "subgroup", "time", "study")
 #: Smallest padded sizes of a nested fit (covers every bundled nested dataset: at most 6 rows,
 #: 3 subgroups, 3 weeks, 2 studies with a shared effect), so that every small nested fit of a
 #: process shares one compiled model. Larger data pad up to the next power of two. Kept tight:
-#: with time 4 / study 4 (9 more prior-only z's) the brms-reference MELD fit had 1-2
+#: with time 4 / study 4 (9 more prior-only z's) the brms-reference fit of the 2014 arm data had 1-2
 #: divergences in 2 of 4 seeds (4 x 5000 draws), with these sizes 0 in 4 seeds.
 NESTED_MIN_PAD = {"obs": 8, "subgroup": 3, "time": 3, "study": 2}
 
@@ -1080,7 +1080,7 @@ def _nested_prepare(data, *, mu_prior=None, het_prior=None, tau_prior=None,
                     analysis: str = "", outcome: str = "", warn: bool = True,
                     **sampling) -> _NestedPrep:
     df = _prepare_nested(data, overlap)
-    # 0.99: at 0.95 the 2014 MELD data gave 1 divergence (6 rows, 8+ scale parameters)
+    # 0.99: at 0.95 the bundled 2014 arm data gave 1 divergence (6 rows, 8+ scale parameters)
     s = _settings(settings or SamplerSettings(target_accept=NESTED_TARGET_ACCEPT), sampling)
     if not (isinstance(sigma_logtau_sd, (int, float, np.integer, np.floating))
             and math.isfinite(sigma_logtau_sd) and sigma_logtau_sd > 0):
@@ -1097,10 +1097,8 @@ def _nested_prepare(data, *, mu_prior=None, het_prior=None, tau_prior=None,
     j_idx = tuple(studies.index(j) if j in studies else -1 for j in df["study"])  # -1: none
     het_mask = tuple(int(k == "study") for k in df["row_kind"])
     if contrast is None:
-        if "ACLF" in named and "cirrhosis" in named:
-            contrast = ("ACLF", "cirrhosis")
-        elif len(named) >= 2:
-            contrast = (named[1], named[0])
+        if len(named) >= 2:
+            contrast = (named[0], named[1])
     if contrast is not None:
         contrast = tuple(contrast)
         missing = [g for g in contrast if g not in subgroups]
@@ -1162,7 +1160,7 @@ def _cell_centring(prep: _NestedPrep, n_s: int, n_t: int) -> np.ndarray:
     precise when its rows are published pooled estimates (no per-cell tau) whose combined SE
     is below the prior median of sigma_time; the data then pin that cell mean
     more tightly than the prior spread of cells, where the non-centred form makes mu and z
-    strongly correlated (the 2023 MELD all-patients fit: R-hat(mu) 1.013 at 4 x 1000 draws).
+    strongly correlated (a bundled 2023 all-patients fit: R-hat(mu) 1.013 at 4 x 1000 draws).
     Either form is the same model (same joint density of the cell means); only the geometry the
     sampler sees differs (Papaspiliopoulos, Roberts & Skold 2007, Stat Sci 22:59-73).
     """
@@ -1177,7 +1175,7 @@ def _cell_centring(prep: _NestedPrep, n_s: int, n_t: int) -> np.ndarray:
     precise = [(a, b) for (a, b), w in info.items()
                if (a, b) not in het_cell and math.sqrt(1.0 / w) < scale]
     # only where sigma_time is pinned by the data: one subgroup, at least 3 precise cells. With a subgroup level or fewer cells sigma_time can drift toward 0 and
-    # centred cells then form a funnel (8 divergences on two-subgroup 2023 MELD rows).
+    # centred cells then form a funnel (8 divergences on two-subgroup bundled 2023 rows).
     # ... and only when the precise cells clearly differ (Cochran's Q > 2 (m - 1), I² > 50%):
     # with cells that agree sigma_time's posterior reaches 0 and centred cells are a funnel
     # (12 divergences on the 2023 TB all-patients rows).
@@ -1345,8 +1343,8 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
     sigma_logtau_sd : scale of the half-normal prior of sigma_logtau (0.5: cell taus within a
         factor of about e^1 of tau0 a priori).
     contrast : (a, b), optional
-        Subgroup contrast a minus b, per time point; default ``("ACLF", "cirrhosis")`` when both
-        are present, else the second minus the first named subgroup (``"all"`` excluded).
+        Subgroup contrast a minus b, per time point; default: the first minus the second
+        subgroup in order of appearance (``"all"`` excluded).
     overlap : {"raise", "drop_pooled"}
         Overlapping rows (an all-patients pooled row and subgroup/study rows at the same time, or
         a subgroup pooled row and its study rows) are refused with a :class:`DataError`
@@ -1361,7 +1359,7 @@ def fit_nested(data, *, mu_prior=None, het_prior=None, tau_prior=None,
 
     Notes
     -----
-    An all-patients ``pooled`` row that overlaps nothing (e.g. the 2023 MELD MD at week 4, where
+    An all-patients ``pooled`` row that overlaps nothing (e.g. a bundled 2023 pooled MD at week 4, where
     no subgroup estimates were published) is kept as a level ``"all"`` of its own, pooled toward
     the overall mean like a subgroup; it is never part of a subgroup contrast. Published pooled
     rows without a ``study`` (source) label share no random effect, so the correlation of
@@ -1504,7 +1502,7 @@ def prior_sensitivity(yi, sei, *, measure: str, data=None, study=None, benefit: 
 
 def benchmark_samplers(samplers=SAMPLERS, seeds=(1, 2)) -> pd.DataFrame:
     """Measure pymc NUTS against nutpie on the NNHM (BCG, k = 13) and the nested model (2014
-    MELD arm data): compile seconds, sampling seconds, min bulk ESS of the monitored
+    arm data): compile seconds, sampling seconds, min bulk ESS of the monitored
     parameters, ESS per sampling second, divergences. The first seed of each sampler starts
     from an empty model cache (cold compile inside this process; numba's disk cache may be
     warm), later seeds reuse it.

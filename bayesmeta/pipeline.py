@@ -202,9 +202,9 @@ class Analysis:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def __str__(self) -> str:
-        from bayesmeta import fmt_text
+        from bayesmeta.summary_text import analysis_text
 
-        return fmt_text.analysis_text(self)
+        return analysis_text(self)
 
     __repr__ = __str__
 

@@ -688,7 +688,7 @@ def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple
         Study table with ``vi`` (or ``sei``) and optionally ``ni`` or ``n1i``/``n2i``; needed for
         MD-type measures (scale-aware priors).
     benefit : {-1, +1}
-        Direction of a beneficial effect (-1: lower is better, e.g. log-OR of death or a MELD
+        Direction of a beneficial effect (-1: lower is better, e.g. log-OR of death or a disease
         difference). Used by the enthusiastic prior.
 
     Returns

@@ -463,9 +463,8 @@ def index_html(outputs, rendered, provenance, audit) -> str:
                                   default=str))
     body = [
         "<h1>bayesmeta report</h1>",
-        "<p>MSC therapy in end-stage liver disease: pooled effects, Bayesian vs classical vs "
-        "published, and how certain the survival benefit is. Every figure is embedded; this "
-        "file needs no network.</p>",
+        "<p>Pooled effects: published, classical and Bayesian side by side, with the "
+        "probability of benefit. Every figure is embedded; this file needs no network.</p>",
         _fast_banner(fast),
         f"<h2>Contents</h2><ul>{toc}</ul>",
         "<h2>Key answers</h2><ul>" + "".join(summary) + "</ul>" if summary else "",

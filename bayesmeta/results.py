@@ -7,7 +7,7 @@ Numbers are stored unrounded; rounding happens only when printing.
 Columns
 -------
 analysis : str       name of the analysis (spec name or free text)
-outcome : str        outcome, e.g. "MELD", "survival"
+outcome : str        outcome, e.g. "survival"
 source : str         "published" | "classical" | "bayesian"
 method : str         e.g. "IV-FE", "DL", "REML+KNHA", "exact-NNHM", "nested-MCMC"
 parameter : str      e.g. "mu", "tau", "tau2", "theta_new", "theta[Amer 2011]", "contrast"

@@ -10,12 +10,12 @@ Data-generating model
 ---------------------
 ``theta_i ~ N(mu, tau²)``, ``y_i ~ N(theta_i, v_i)`` with ``v_i`` from the study's size:
 
-* ``logOR``: arms of ``n_i`` patients, ``n_i`` log-uniform on [15, 150] (MSC trials are small,
+* ``logOR``: arms of ``n_i`` patients, ``n_i`` log-uniform on [15, 150] (the trials of the bundled papers are small,
   of unequal size); control risk ``p_i ~ U(0.15, 0.45)``; ``v_i = 2 / (n_i p_i (1 - p_i))``
   (the large-sample variance of a log OR with equal risks). mu = -0.3; tau in
   {0, 0.2, 0.4, 0.8} (Turner et al. 2015: median tau about 0.3 on the log-OR scale).
-* ``MD``: MELD-like change scores with SD 4, arms of ``n_i`` log-uniform on [10, 100];
-  ``v_i = 16 (2 / n_i)``. mu = -2; tau in {0, 1, 2, 4} (points; the 2014 MELD data show tau of
+* ``MD``: clinical-score-like change scores with SD 4, arms of ``n_i`` log-uniform on [10, 100];
+  ``v_i = 16 (2 / n_i)``. mu = -2; tau in {0, 1, 2, 4} (points; the bundled 2014 arm data show tau of
   about 1-4).
 
 Execution

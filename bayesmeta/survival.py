@@ -17,13 +17,14 @@ Two models, both returning :class:`bayesmeta.mcmc.MCMCResult` with a per-time su
   within-patient correlation of cumulative survival is handled exactly. Cumulative survival ORs
   are derived.
 
-Direction: the survival odds ratio ``OR = [S1/(1-S1)] / [S0/(1-S0)]`` (group 1 = MSC), so
-OR > 1 means better survival with MSC, as the 2023 paper reads its survival ORs
+Direction: the survival odds ratio ``OR = [S1/(1-S1)] / [S0/(1-S0)]`` (group 1 = the
+treatment), so OR > 1 means better survival with the treatment, as the bundled 2023 paper reads
+its survival ORs
 (``or_means="survival"``; use ``or_means="death"`` for odds ratios of death, which are inverted).
 
 Outputs per time point: posterior OR (median, 95% ETI), P(OR > 1), P(OR > threshold), the
 absolute survival difference and NNT for a user-set control-arm survival (default
-:data:`DEFAULT_CONTROL_SURVIVAL` = 0.35: the 2023 discussion says ACLF 3-month mortality "can be
+:data:`DEFAULT_CONTROL_SURVIVAL` = 0.35: the bundled 2023 paper's discussion says 3-month mortality "can be
 as high as 65%"), and the same for a new trial (predictive).
 """
 
@@ -52,7 +53,7 @@ __all__ = ["fit_survival_published", "fit_survival_published_exact", "fit_surviv
            "DEFAULT_CONTROL_SURVIVAL", "DEFAULT_THRESHOLD"]
 
 #: Control-arm survival used for absolute differences and NNT unless the user sets one:
-#: 2023 paper, Discussion: ACLF 3-month mortality "can be as high as 65%" -> survival 0.35.
+#: the bundled 2023 paper, Discussion: 3-month mortality "can be as high as 65%" -> survival 0.35.
 DEFAULT_CONTROL_SURVIVAL = 0.35
 #: Clinically relevant OR threshold for P(OR > threshold).
 DEFAULT_THRESHOLD = 1.5
@@ -150,7 +151,7 @@ def survival_table(result: MCMCResult, control_survival: float = DEFAULT_CONTROL
             rows.append(_table_rows(d, t, kind, float(p0), float(threshold)))
     df = pd.DataFrame(rows)
     df.attrs.update(ci_prob=0.95, ci_kind="eti",
-                    note="OR = survival odds ratio, > 1 favours group 1 (MSC)")
+                    note="OR = survival odds ratio, > 1 favours group 1 (the treatment)")
     return df
 
 
@@ -720,7 +721,7 @@ class _PublishedExact:
                     "p_benefit": float(1.0 - cdf[0])})
         df = pd.DataFrame(rows)
         df.attrs.update(ci_prob=CI_PROB, ci_kind="eti", engine="exact",
-                        note="OR = survival odds ratio, > 1 favours group 1 (MSC)")
+                        note="OR = survival odds ratio, > 1 favours group 1 (the treatment)")
         return df
 
     def draws(self, n, seed, tau_prior):
@@ -954,7 +955,7 @@ def fit_survival_counts(data, *, events: str = "deaths",
     """Discrete-time model of conditional death per interval from study-level counts.
 
     Input rows: ``study, time, ai, n1i, ci, n2i`` with ``ai``/``ci`` the *cumulative* deaths by
-    ``time`` in group 1 (MSC) / group 2 out of ``n1i``/``n2i`` randomised (no censoring before
+    ``time`` in group 1 (treatment) / group 2 out of ``n1i``/``n2i`` randomised (no censoring before
     the last reported time). For each study and arm, the deaths between consecutive reported
     times among those still alive are binomial with probability
     ``1 - prod_k (1 - h_k)`` over the global intervals k the span covers, with

@@ -1,47 +1,75 @@
-"""``bayesmeta bayes DATA.csv --measure M [...]``: Bayesian random-effects meta-analysis (NNHM).
+"""``bayesmeta bayes DATA.csv --measure M [...]``: Bayesian meta-analysis of a table.
 
-Scripting contract (issue 3)::
+Scripting contract::
 
     bayesmeta bayes DATA.csv --measure {MD,SMD,OR,RR,RD,PETO,MC,GEN}
-        [--tau-prior halfnormal:S|halfcauchy:S|halfstudentt:NU:S|uniform:A:B|
-                     lognormal-tau2:M:S|logt-tau2:NU:M:S|exponential:R|
-                     turner2015-all|turner2015-mortality-pharma|rhodes2015-smd]
-        [--mu-prior normal:M:S|flat] [--engine exact|mcmc] [--seed N] [--level P] [--json]
+        [--model {nnhm,nested,binomial-normal,survival-published,survival-counts}]
+        [--study COL] [--time COL] [--subgroup COL] [--outcome COL] [--contrast A:B]
+        [--tau-prior SPEC] [--mu-prior SPEC] [--engine exact|mcmc] [--level P] [--seed N]
+        [--direction lower_is_better|higher_is_better] [--threshold T ...] [--json]
 
-Input columns are those of ``bayesmeta classical`` (metafor names). Without ``--tau-prior`` the
-weakly informative default of :func:`bayesmeta.priors.default_tau_prior` is used (HalfNormal(0.5)
-for log ratios and SMD; a scale-aware half-normal for raw mean differences) and the output says
-which prior and why. Without ``--mu-prior``: :func:`bayesmeta.priors.default_mu_prior`.
-
-``--json`` prints ``engine, k, measure, mu, tau, theta_new`` (each ``{mean, sd, median, q025,
-q975}``), ``p_mu_negative``, ``log_evidence`` (exact engine; null with a flat mu prior),
-``diagnostics`` (mcmc engine: ``{r_hat_max, ess_bulk_min, divergences}``), plus ``mu_prior``,
-``tau_prior`` and ``prior_note``. Bad input exits with code 2.
+Input columns use metafor's names (see ``bayesmeta classical --help``). With ``--time`` /
+``--subgroup`` the models are fitted per cell (nnhm, binomial-normal) or across cells
+(nested: cells within subgroups within the mean, a study's rows sharing a study effect); a
+study label links its rows across time points. ``--json`` prints one object whose key
+``rows`` lists the results table (the columns of ``results.csv``; a nested cell is a row with
+parameter ``mu`` and ``subgroup``/``time`` set, a contrast a row with parameter ``contrast``,
+``time`` set and ``subgroup`` "A - B"), plus ``warnings``. For a single NNHM without time or
+subgroup the object also keeps ``engine, k, measure, mu, tau, theta_new`` (each ``{mean, sd,
+median, q025, q975}``, always 95%), ``p_mu_negative``, ``log_evidence``, ``diagnostics``,
+``mu_prior``, ``tau_prior``, ``prior_note``. Bad input exits with code 2.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 from bayesmeta.effect_sizes import MEASURES  # noqa: E402  (one list of measures)
 
 
 def add_parser(subparsers):
+    from bayesmeta.registry import BAYES_MODELS
+
     p = subparsers.add_parser(
-        "bayes", help="Bayesian random-effects meta-analysis (exact quadrature or MCMC)",
-        description=__doc__.split("\n\n")[0])
+        "bayes", help="Bayesian meta-analysis (exact quadrature or MCMC)",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n"
+               "  bayesmeta bayes bcg.csv --measure RR\n"
+               "  bayesmeta bayes trials.csv --measure MD --model nested --study trial "
+               "--time week --subgroup disease --contrast A:B --level 0.9 --json\n"
+               "  bayesmeta bayes counts.csv --measure OR --model binomial-normal --seed 1",
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA.csv", help="one row per study (metafor column names)")
-    p.add_argument("--measure", required=True, choices=MEASURES, type=str.upper)
+    p.add_argument("--measure", required=True, choices=MEASURES, type=str.upper,
+                   help="effect measure")
+    p.add_argument("--model", default="nnhm", choices=BAYES_MODELS,
+                   help="Bayesian model (default nnhm)")
+    p.add_argument("--study", metavar="COL", default=None,
+                   help="column naming the study (default: a column named 'study')")
+    p.add_argument("--time", metavar="COL", default=None, help="follow-up time column")
+    p.add_argument("--subgroup", metavar="COL", default=None, help="subgroup column")
+    p.add_argument("--outcome", metavar="COL", default=None,
+                   help="outcome column (one analysis per outcome)")
+    p.add_argument("--contrast", metavar="A:B", default=None,
+                   help="subgroup contrast A minus B per time point (default: the first two "
+                        "subgroups)")
     p.add_argument("--tau-prior", default=None, metavar="SPEC",
-                   help="prior of tau, e.g. halfnormal:0.5 or turner2015-all "
-                        "(default: measure-dependent, see --help of priors)")
+                   help="prior of tau, e.g. halfnormal:0.5, halfcauchy:1, turner2015-all "
+                        "(default: by measure; scale-aware half-normal for MD)")
     p.add_argument("--mu-prior", default=None, metavar="SPEC",
                    help="prior of mu: normal:MEAN:SD or flat (default: unit-information normal)")
-    p.add_argument("--engine", choices=("exact", "mcmc"), default="exact")
+    p.add_argument("--engine", choices=("exact", "mcmc"), default=None,
+                   help="exact quadrature where the model has it (default), or mcmc")
+    p.add_argument("--direction", choices=("lower_is_better", "higher_is_better"),
+                   default=None, help="which sign of the effect is a benefit "
+                                      "(default lower_is_better)")
+    p.add_argument("--threshold", type=float, action="append", default=None, metavar="T",
+                   help="clinically relevant threshold on the natural scale (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed (mcmc engine)")
     p.add_argument("--level", type=float, default=0.95,
-                   help="credible-interval probability for the printed table (default 0.95)")
+                   help="interval probability of the printed results (default 0.95)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
@@ -51,32 +79,15 @@ from bayesmeta.cli import json_clean as _clean  # noqa: E402  (JSON: NaN/inf -> 
 
 
 def _effects(args):
-    """Read the CSV and return (yi, sei, labels, es-frame) with rows lacking yi/vi dropped."""
+    """The table as a design (identity rules, effect sizes, rows without one dropped with a
+    warning): (yi, sei, labels, rows)."""
     import numpy as np
 
-    from bayesmeta.effect_sizes import escalc
-    from bayesmeta.exceptions import DataError, DataWarning
-    from bayesmeta.io import read_table, validate_measure_columns
+    from bayesmeta.design import Design
 
-    df = read_table(args.data, text=("study",))
-    validate_measure_columns(df, "OR" if args.measure == "PETO" else args.measure,
-                             file=args.data)
-    es = escalc(args.measure, df, file=args.data)
-    labels = ([str(s) for s in es["study"]] if "study" in es.columns
-              else [f"study {i + 1}" for i in range(len(es))])
-    yi, vi = es["yi"].to_numpy(float), es["vi"].to_numpy(float)
-    ok = np.isfinite(yi) & np.isfinite(vi)
-    if not ok.all():
-        dropped = [lab for lab, g in zip(labels, ok) if not g]
-        warnings.warn(f"{len(dropped)} stud{'y' if len(dropped) == 1 else 'ies'} without an "
-                      f"effect size left out of the Bayesian analysis: {', '.join(dropped)}",
-                      DataWarning, stacklevel=2)
-        es = es[ok].reset_index(drop=True)
-        labels = [lab for lab, g in zip(labels, ok) if g]
-        yi, vi = yi[ok], vi[ok]
-    if yi.size == 0:
-        raise DataError("no study has an effect size", file=args.data)
-    return yi, np.sqrt(vi), labels, es
+    d = Design.from_frame(args.data, args.measure, study=args.study, file=args.data)
+    r = d.rows
+    return (r["yi"].to_numpy(float), np.sqrt(r["vi"].to_numpy(float)), r["study"].tolist(), r)
 
 
 def _priors(args, es):
@@ -103,14 +114,21 @@ def _priors(args, es):
     return mu_prior, tau_prior, note
 
 
+def _generic(args) -> bool:
+    return (args.model != "nnhm" or any((args.time, args.subgroup, args.outcome,
+                                         args.contrast)))
+
+
 def run(args) -> int:
     from bayesmeta.exceptions import SpecError
 
     if not (0 < args.level < 1):
         raise SpecError(f"--level must be in (0, 1), got {args.level}")
+    if _generic(args):
+        return _run_pipeline(args)
     yi, sei, labels, es = _effects(args)
     mu_prior, tau_prior, note = _priors(args, es)
-    if args.engine == "exact":
+    if (args.engine or "exact") == "exact":
         from bayesmeta.exact import fit_exact
         res = fit_exact(yi, sei, tau_prior=tau_prior, mu_prior=mu_prior, labels=labels,
                         level=args.level, measure=args.measure, prior_note=note)
@@ -120,11 +138,54 @@ def run(args) -> int:
                 for p in ("mu", "tau", "theta_new"):
                     out[p]["q025"], out[p]["q975"] = res.interval(p, 0.95)
                 out.pop("note", None)
+            out["rows"] = _rows_exact(res, args)
             print(json.dumps(_clean(out)))
         else:
             print(res)
         return 0
     return _run_mcmc(args, yi, sei, labels, mu_prior, tau_prior, note)
+
+
+def _rows_exact(res, args) -> list:
+    from bayesmeta.fits import ExactFit
+    from bayesmeta.vocab import scale_of
+
+    f = ExactFit(model="nnhm", source="bayesian", method="exact-NNHM", measure=args.measure,
+                 scale=scale_of(args.measure), result=res)
+    return f.to_frame(args.level).to_dict("records")
+
+
+def _run_pipeline(args) -> int:
+    """Any model, any roles: the generic pipeline (bayesmeta.pipeline)."""
+    from bayesmeta import pipeline
+    from bayesmeta.exceptions import SpecError
+
+    contrast = None
+    if args.contrast:
+        if args.contrast.count(":") != 1 or "" in args.contrast.split(":"):
+            raise SpecError(f"--contrast {args.contrast!r}: give two subgroup levels as A:B")
+        contrast = tuple(args.contrast.split(":"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        an = pipeline.analyze(
+            args.data, measure=args.measure, study=args.study, time=args.time,
+            subgroup=args.subgroup, outcome=args.outcome, models=[args.model],
+            engine=args.engine, tau_prior=args.tau_prior, mu_prior=args.mu_prior,
+            contrast=contrast, direction=args.direction,
+            thresholds=list(args.threshold) if args.threshold else None,
+            ci_prob=args.level, seed=args.seed, name="bayes", title="bayesmeta bayes")
+    msgs = list(dict.fromkeys([str(w.message) for w in caught] + list(an.warnings)))
+    if args.json:
+        out = {"model": args.model, "measure": args.measure, "level": args.level,
+               "k": an.design.k, "rows": an.to_frame(args.level).to_dict("records"),
+               "warnings": msgs}
+        print(json.dumps(_clean(out)))
+    else:
+        for m in msgs:
+            print(f"warning: {m}", file=sys.stderr)
+        an.warnings = []
+        print(an)
+    return 0
 
 
 def _run_mcmc(args, yi, sei, labels, mu_prior, tau_prior, note) -> int:
@@ -160,5 +221,11 @@ def _run_mcmc(args, yi, sei, labels, mu_prior, tau_prior, note) -> int:
                            "divergences": int(diag.divergences)},
            "mu_prior": str(mu_prior), "tau_prior": str(tau_prior), "prior_note": note,
            "seed": res.settings.get("seed")}
+    from bayesmeta.fits import DrawsFit
+    from bayesmeta.vocab import scale_of
+
+    f = DrawsFit(model="nnhm", source="bayesian", method=res.method, measure=args.measure,
+                 scale=scale_of(args.measure), result=res)
+    out["rows"] = f.to_frame(args.level).to_dict("records")
     print(json.dumps(_clean(out)))
     return 0
