@@ -284,7 +284,7 @@ def glossary_terms(text: str, terms=None) -> list[str]:
     found = []
     for t in terms:
         flags = re.IGNORECASE if t.islower() else 0
-        pat = r"(?<![\w-])" + re.escape(t) + r"(?![\w-])"
+        pat = r"(?<!\w)" + re.escape(t) + r"(?!\w)"
         if re.search(pat, text, flags):
             found.append(t)
     return found
