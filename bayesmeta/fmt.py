@@ -207,7 +207,10 @@ HEADERS: dict[str, str] = {
     "diagnosis": "diagnosis", "published": "published", "recomputed": "recomputed",
     "bayesian": "Bayesian", "classical": "classical", "bayesian_ci_low": "Bayesian lower",
     "bayesian_ci_high": "Bayesian upper", "item": "item", "quantity": "quantity",
-    "p_benefit": "P(benefit)", "seconds": "seconds",
+    "p_benefit": "P(benefit)", "seconds": "seconds", "n_per_arm": "n per arm",
+    "trial_se_logor": "trial SE (log OR)", "tipping_or": "tipping OR",
+    "assurance_significant_benefit": "assurance (significant benefit)",
+    "weight_pct_printed": "printed weight (%)", "p_printed": "printed P",
 }
 
 

@@ -58,7 +58,7 @@ def _plain(v, _pos=None) -> str:
 # axes helpers
 # --------------------------------------------------------------------------------------------
 _LADDERS = (
-    tuple(2.0 ** k for k in range(-10, 11)),                                    # 0.25 0.5 1 2 4
+    tuple(2.0 ** k for k in range(-3, 5)),                                      # 0.25 0.5 1 2 4
     tuple(m * 10.0 ** e for e in range(-4, 5) for m in (1, 2, 5)),              # 0.1 0.2 0.5 1
     tuple(10.0 ** e for e in range(-6, 7)),                                     # 0.01 0.1 1 10
 )
@@ -67,14 +67,16 @@ _LADDERS = (
 def ratio_ticks(lo: float, hi: float) -> list[float]:
     """Plain tick values for a log-scaled ratio axis spanning ``[lo, hi]`` (both > 0).
 
-    Tries, in order, powers of two (0.25, 0.5, 1, 2, 4), the 1-2-5 series and powers of ten,
-    taking the first that gives 3 to 9 ticks inside the range; a narrow range (e.g. 0.45 to
-    0.85) gets evenly spaced plain values (0.5, 0.6, 0.7, 0.8).
+    Tries, in order, powers of two from 0.125 to 16 (0.25, 0.5, 1, 2, 4), the 1-2-5 series
+    and powers of ten, taking the first that puts 3 to 7 ticks inside the range and spans at
+    least 60% of it (on the log scale); a narrow range (e.g. 0.45 to 0.85) gets evenly spaced
+    plain values (0.5, 0.6, 0.7, 0.8).
     """
     lo, hi = float(min(lo, hi)), float(max(lo, hi))
+    span = math.log(hi / lo) if hi > lo > 0 else 0.0
     for ladder in _LADDERS:
         t = [x for x in ladder if lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9)]
-        if 3 <= len(t) <= 9:
+        if 3 <= len(t) <= 7 and span > 0 and math.log(t[-1] / t[0]) >= 0.6 * span:
             return t
     vals = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
     t = [float(x) for x in vals if lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) and x > 0]
@@ -212,7 +214,8 @@ def plot_forest(studies: pd.DataFrame, pooled: pd.DataFrame, *, shrinkage: pd.Da
             y -= 1.0
         y -= 0.4
     y_bottom = y + 0.4 - 0.6
-    labels = [r[2] for r in rows] + ["Study"]
+    head = "Study" if len(studies) else ""
+    labels = [r[2] for r in rows] + [head]
     ests = [r[3] for r in rows] + [f"Estimate [{ci_label}]"]
     w_label = max(1.2, _CHAR_IN * max(len(s) for s in labels) + 0.15)
     w_est = max(1.0, _CHAR_IN * max(len(s) for s in ests) + 0.15)
@@ -231,7 +234,7 @@ def plot_forest(studies: pd.DataFrame, pooled: pd.DataFrame, *, shrinkage: pd.Da
             a.set_axis_off()
             a.set_xlim(0, 1)
     y_head = 1.0
-    ax_lab.text(0, y_head, "Study", ha="left", va="center", fontsize=8, fontweight="bold")
+    ax_lab.text(0, y_head, head, ha="left", va="center", fontsize=8, fontweight="bold")
     ax_est.text(1, y_head, f"Estimate [{ci_label}]", ha="right", va="center", fontsize=8,
                 fontweight="bold")
     if ax_wt is not None:

@@ -68,7 +68,9 @@ def forest_inputs():
     (0.2, 5.0, [0.25, 0.5, 1, 2, 4]),
     (0.45, 0.85, [0.5, 0.6, 0.7, 0.8]),
     (0.01, 100.0, [0.01, 0.1, 1, 10, 100]),
-    (0.05, 3.0, [0.0625, 0.125, 0.25, 0.5, 1, 2]),
+    (0.05, 3.0, [0.125, 0.25, 0.5, 1, 2]),
+    (0.05, 8.0, [0.125, 0.25, 0.5, 1, 2, 4, 8]),
+    (0.3, 1.05, [0.4, 0.6, 0.8, 1.0]),
 ])
 def test_ratio_ticks_are_plain_values(lo, hi, ticks):
     assert plots.ratio_ticks(lo, hi) == pytest.approx(ticks)
@@ -139,6 +141,7 @@ def test_forest_pooled_only():
                                                   "ci_high"]), po, transform="exp")
     draw(fig)
     assert legend_texts(fig) == ["classical pooled", "published"]
+    assert "Study" not in [t.get_text() for t in fig.axes[0].texts]  # no study rows
 
 
 # ------------------------------------------------------------------ over time
