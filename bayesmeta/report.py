@@ -684,3 +684,25 @@ def index_md(outputs, provenance) -> str:
             lines += [table_md(o.summary, 3), ""]
     lines += [f"Command: `{provenance.get('command', '')}`", ""]
     return "\n".join(lines)
+
+
+def check_out_dir(target) -> Path:
+    """Refuse an output directory before any work is done, for the reasons
+    :func:`atomic_dir` would refuse it at the end: ``target`` exists and is not empty nor a
+    previous bayesmeta report, or it cannot be created (a parent is a file, or the nearest
+    existing parent is not writable). Returns the absolute path."""
+    t = Path(target).absolute()
+    if not _replaceable(t):
+        raise BayesMetaError(
+            f"output directory {t} exists and is not a bayesmeta report (no {MARKER} file); "
+            "refusing to replace it. Choose an empty or new directory with --out.")
+    parent = t.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BayesMetaError(f"cannot create output directory {t}: {parent} is a file. "
+                             "Choose another --out.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BayesMetaError(f"cannot create output directory {t}: {parent} is not writable. "
+                             "Choose another --out.")
+    return t
