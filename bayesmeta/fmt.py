@@ -12,7 +12,7 @@ import math
 import re
 
 __all__ = ["prob", "num", "estimate_ci", "nnt_altman", "level_sort_key", "sorted_levels",
-           "human_header", "HEADERS", "GLOSSARY", "glossary_terms", "MISSING"]
+           "clean_label", "human_header", "HEADERS", "GLOSSARY", "glossary_terms", "MISSING"]
 
 MISSING = "NA"
 INF = "\u221e"  # ∞
@@ -214,12 +214,24 @@ HEADERS: dict[str, str] = {
 }
 
 
+def clean_label(label) -> str:
+    """A label without a repeated prefix: "published: published (printed)" -> "published
+    (printed)"; "bayesian: exact-NNHM" stays as it is."""
+    s = str(label)
+    if ": " in s:
+        head, rest = s.split(": ", 1)
+        if head.strip() and rest.lower().startswith(head.strip().lower()):
+            return rest
+    return s
+
+
 def human_header(colname) -> str:
-    """The header a reader sees for a column: :data:`HEADERS`, else underscores as spaces."""
+    """The header a reader sees for a column: :data:`HEADERS`, else the name with underscores
+    as spaces and a repeated prefix dropped (:func:`clean_label`)."""
     name = str(colname)
     if name in HEADERS:
         return HEADERS[name]
-    return name.replace("_", " ")
+    return clean_label(name).replace("_", " ")
 
 
 #: Plain-language definitions of the terms a report may use. Keys are the term as printed.

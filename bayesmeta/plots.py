@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
-from bayesmeta.fmt import estimate_ci, level_sort_key  # noqa: E402
+from bayesmeta.fmt import clean_label, estimate_ci, level_sort_key  # noqa: E402
 
 COLORS = {"published": "#7f7f7f", "classical": "#000000", "bayesian": "#1f5fbf",
           "study": "#000000", "shrinkage": "#1f5fbf", "prior": "#999999"}
@@ -136,17 +136,6 @@ def _legend_below(fig: Figure, handles, ncol: int | None = None) -> None:
         return
     fig.legend(handles=handles, loc="outside lower center", frameon=False, fontsize=8,
                ncol=ncol or min(len(handles), 3))
-
-
-def clean_label(label) -> str:
-    """A group label without a repeated source prefix: "published: published (printed)" ->
-    "published (printed)"; "bayesian: exact-NNHM" stays as it is."""
-    s = str(label)
-    if ": " in s:
-        head, rest = s.split(": ", 1)
-        if rest.lower().startswith(head.strip().lower()):
-            return rest
-    return s
 
 
 def _panels(studies, pooled, panel_order):

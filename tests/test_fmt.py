@@ -132,6 +132,8 @@ def test_human_header_table_and_fallback():
     assert fmt.human_header("clean") == "diagnostics passed"
     assert fmt.human_header("r_hat") == "R-hat"
     assert fmt.human_header("some_new_col") == "some new col"
+    assert fmt.human_header("published: published (printed)") == "published (printed)"
+    assert fmt.human_header("bayesian: exact-NNHM") == "bayesian: exact-NNHM"
     assert all("_" not in v for v in fmt.HEADERS.values())
 
 
