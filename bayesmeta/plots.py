@@ -310,8 +310,10 @@ def plot_tau_prior_posterior(curves: pd.DataFrame, *, xlabel: str = "tau",
     nrow = math.ceil(n / ncol)
     fig = _new((3.2 * ncol, 2.4 * nrow + 0.5))
     drawn = set()
+    first = None
     for i, p in enumerate(panels):
-        ax = fig.add_subplot(nrow, ncol, i + 1)
+        ax = fig.add_subplot(nrow, ncol, i + 1, sharex=first)  # one tau range for all panels
+        first = first or ax
         c = curves[curves["panel"] == p]
         if np.isfinite(c["prior"].to_numpy(float)).any():
             ax.plot(c["tau"], c["prior"], color=COLORS["prior"], ls="--")

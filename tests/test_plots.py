@@ -222,6 +222,7 @@ def test_tau_panels_sorted_and_legend_outside():
     fig = plots.plot_tau_prior_posterior(cur, xlabel="tau (points)")
     r = draw(fig)
     assert [a.get_title() for a in fig.axes] == ["4", "12", "24"]
+    assert len({a.get_xlim() for a in fig.axes}) == 1  # one tau range across panels
     assert legend_texts(fig) == ["prior", "posterior"]
     for a in fig.axes:
         assert not overlaps(fig.legends[0].get_window_extent(r), a.get_window_extent(r))
