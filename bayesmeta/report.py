@@ -2,7 +2,9 @@
 
 Layout of the output directory (``reports/`` by default)::
 
-    index.html                 every analysis on one self-contained page (figures base64-embedded)
+    index.html                 answers first (every answer line and summary table, in reading
+                               order), then every analysis in a collapsed section (one
+                               self-contained page, figures base64-embedded)
     provenance.json            versions, seeds, data sha256, spec hashes, command line, --fast
     results.csv                all schema rows (published | classical | bayesian) of all analyses
     audit.csv                  published-number audit of all analyses
@@ -39,8 +41,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesmeta.results import netcdf_ready
 from bayesmeta.exceptions import BayesMetaError
+from bayesmeta.fmt import GLOSSARY, glossary_terms, human_header, prob
+from bayesmeta.results import netcdf_ready
 
 MARKER = ".bayesmeta-report"
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
@@ -86,6 +89,12 @@ class AnalysisOutput:
     warnings: list[str] = field(default_factory=list)
     fast: bool = False
     seconds: float = math.nan
+    # one-screen summary shown under the answers (index and page), e.g. columns
+    # published | classical | Bayesian | P(benefit); displayed only (not written as CSV)
+    summary: pd.DataFrame | None = None
+    # reading order in the index: smaller first; None = after the numbered ones, in the
+    # order given
+    priority: float | None = None
 
     # helpers used by runner.py
     def h(self, text):
@@ -188,9 +197,12 @@ def _inside(root: Path, rel: str) -> Path:
 # formatting
 # --------------------------------------------------------------------------------------------
 def fmt(x, digits: int = 3) -> str:
-    """Display a value: floats rounded to ``digits`` decimals, tiny p-values in e-notation."""
+    """Display a value: floats rounded to ``digits`` decimals, tiny values in e-notation,
+    booleans as yes/no."""
     if x is None:
         return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
     if isinstance(x, (float, np.floating)):
         if not math.isfinite(x):
             return "" if math.isnan(x) else str(x)
@@ -202,12 +214,26 @@ def fmt(x, digits: int = 3) -> str:
     return str(x)
 
 
+_PROB_NAME = re.compile(r"^(p|P|p_.*|.*_p|P\(.*\)|.* P|P \(.*\))$")
+
+
+def _is_probability(name, col: pd.Series) -> bool:
+    """A column of probabilities (P-values, posterior probabilities): named like one and every
+    finite value in [0, 1]. Shown with :func:`bayesmeta.fmt.prob` ("< 0.001", "> 0.999")."""
+    if not _PROB_NAME.match(str(name)) or not pd.api.types.is_numeric_dtype(col) \
+            or pd.api.types.is_bool_dtype(col):
+        return False
+    v = pd.to_numeric(col, errors="coerce").to_numpy(float)
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool(((v >= 0) & (v <= 1)).all())
+
+
 def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Drop columns that are empty in every row (keeps wide schema tables readable)."""
     keep = []
     for c in df.columns:
         col = df[c]
-        if col.dtype == object:
+        if not pd.api.types.is_numeric_dtype(col):
             if (col.astype(str) != "").any():
                 keep.append(c)
         elif col.notna().any():
@@ -215,35 +241,64 @@ def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def table_html(df: pd.DataFrame, digits: int = 3) -> str:
-    d = _display_frame(df)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in d.columns)
-    rows = []
+def _cells(d: pd.DataFrame, digits: int) -> list[list[tuple[str, str]]]:
+    """Displayed text and CSS class of every cell."""
+    prob_cols = {c for c in d.columns if _is_probability(c, d[c])}
+    out = []
     for _, r in d.iterrows():
-        cells = []
+        row = []
         for c in d.columns:
             v = r[c]
-            cls = ' class="num"' if isinstance(v, (float, int, np.number)) and \
-                not isinstance(v, bool) else ""
-            text = fmt(v, digits)
+            num = isinstance(v, (float, int, np.number)) and not isinstance(v, (bool, np.bool_))
+            cls = "num" if num else ""
+            text = prob(v, max(digits, 3)) if c in prob_cols and num else fmt(v, digits)
+            if c in prob_cols and num and text == "NA":
+                text = ""
             if c == "verdict":
-                cls = ' class="ok"' if text.startswith("reproduced") else ' class="bad"'
-            cells.append(f"<td{cls}>{html.escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+                cls = "ok" if text.startswith("reproduced") else "bad"
+            row.append((text, cls))
+        out.append(row)
+    return out
+
+
+def _blank_notes(d: pd.DataFrame) -> list[str]:
+    """What an empty time or subgroup cell means, when the column has both kinds of cell."""
+    notes = []
+    for c, what in (("time", "Blank time: the row is not for one time point (pooled over "
+                             "times)."),
+                    ("subgroup", "Blank subgroup: all patients.")):
+        if c in d.columns and not pd.api.types.is_numeric_dtype(d[c]):
+            s = d[c].fillna("").astype(str)
+            if (s == "").any() and (s != "").any():
+                notes.append(what)
+    return notes
+
+
+def table_html(df: pd.DataFrame, digits: int = 3) -> str:
+    """HTML table with human column headers (CSV files keep the raw names)."""
+    d = _display_frame(df)
+    head = "".join(f"<th>{html.escape(human_header(c))}</th>" for c in d.columns)
+    rows = []
+    for cells in _cells(d, digits):
+        rows.append("<tr>" + "".join(
+            f"<td{f' class={chr(34)}{cls}{chr(34)}' if cls else ''}>{html.escape(t)}</td>"
+            for t, cls in cells) + "</tr>")
+    notes = "".join(f"<p class=\"tnote\">{html.escape(n)}</p>" for n in _blank_notes(d))
     return ("<div class=\"tw\"><table><thead><tr>" + head + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table></div>")
+            + "".join(rows) + "</tbody></table></div>" + notes)
 
 
-def _md_cell(v, digits):
-    return fmt(v, digits).replace("|", "\\|").replace("\n", " ")
+def _md_text(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def table_md(df: pd.DataFrame, digits: int = 3) -> str:
     d = _display_frame(df)
-    out = ["| " + " | ".join(_md_cell(c, digits) for c in d.columns) + " |",
+    out = ["| " + " | ".join(_md_text(human_header(c)) for c in d.columns) + " |",
            "|" + "---|" * len(d.columns)]
-    for _, r in d.iterrows():
-        out.append("| " + " | ".join(_md_cell(r[c], digits) for c in d.columns) + " |")
+    for cells in _cells(d, digits):
+        out.append("| " + " | ".join(_md_text(t) for t, _ in cells) + " |")
+    out += [""] + _blank_notes(d) if _blank_notes(d) else []
     return "\n".join(out)
 
 
@@ -251,16 +306,23 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
 margin:0 auto;padding:1em 2em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ddd;margin-top:2em}
-h3{font-size:1.1em;margin-top:1.4em}
+h3{font-size:1.1em;margin-top:1.4em}h4{font-size:1em}
+a.up{font-size:.65em;font-weight:normal;margin-left:.6em;text-decoration:none}
 table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:2px 6px;vertical-align:top}th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.ok{color:#1d6b1d}td.bad{color:#a31515;font-weight:600}
-.tw{overflow-x:auto}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4em .8em}
+.tw{overflow-x:auto}.tnote{font-size:.8em;color:#555;margin:.1em 0 .8em}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4em .8em}
 .fast{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .8em}
 .answers{background:#eef4fb;border-left:4px solid #1f5fbf;padding:.4em .8em}
-figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
-nav a{margin-right:1em}
+figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}
+nav{font-size:.9em;margin:.4em 0 1em}nav a{margin-right:.9em;white-space:nowrap}
+nav.toc{border:1px solid #e3e3e3;background:#fafafa;padding:.4em .8em;line-height:1.8}
+section.analysis{border-top:2px solid #1f5fbf;margin-top:2em}
+details{margin:.6em 0 1.2em}details>summary{cursor:pointer;color:#1f5fbf;font-weight:600}
+dl.glossary{display:grid;grid-template-columns:max-content 1fr;gap:.25em 1.2em}\ndl.glossary dt{font-weight:600}dl.glossary dd{margin:0}
+code{overflow-wrap:anywhere}p.links{margin:.2em 0 .6em;font-size:.9em}
 """
 
 
@@ -301,21 +363,89 @@ def _fast_banner(fast: bool) -> str:
             "Monte Carlo error is larger than in a full run. Do not quote these numbers.</p>")
 
 
-def analysis_html(out: AnalysisOutput, figs: dict[str, tuple[bytes, bytes]],
-                  level: int = 2) -> str:
-    """HTML fragment of one analysis (headings start at ``h{level}``)."""
-    h1, h2 = f"h{level}", f"h{level + 1}"
-    parts = [f"<{h1} id=\"{out.name}\">{html.escape(out.title)}</{h1}>"]
-    if out.description:
-        parts.append(f"<p>{html.escape(out.description)}</p>")
-    parts.append(_fast_banner(out.fast))
-    if out.answers:
-        parts.append("<div class=\"answers\"><b>Answers</b><ul>"
-                     + "".join(f"<li>{html.escape(a)}</li>" for a in out.answers)
-                     + "</ul></div>")
+def _slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return s[:40] or "section"
+
+
+class _Ids:
+    """Unique, safe element ids for the headings of one HTML page."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def __call__(self, text: str) -> str:
+        base = f"{self.prefix}{_slug(text)}"
+        i, out = 2, base
+        while out in self.used:
+            out, i = f"{base}-{i}", i + 1
+        self.used.add(out)
+        return out
+
+
+def _page_text(out: AnalysisOutput) -> str:
+    """All words a reader sees on the page of ``out`` (to pick its glossary terms)."""
+    parts = [out.title, out.description, *out.answers, *out.warnings]
+    tables = [out.summary] if out.summary is not None else []
     for b in out.blocks:
+        parts.append(b.text)
+        parts.extend(str(i) for i in b.items)
+        if b.table is not None:
+            tables.append(b.table)
+    for t in tables:
+        d = _display_frame(t)
+        parts.extend(human_header(c) for c in d.columns)
+        for c in d.columns:
+            if not pd.api.types.is_numeric_dtype(d[c]):
+                parts.extend(d[c].astype(str).head(200))
+    return "\n".join(p for p in parts if p)
+
+
+def glossary_html(text: str, level: int = 2, anchor: str = "glossary", up: str = "") -> str:
+    """A definition list of the :data:`bayesmeta.fmt.GLOSSARY` terms that occur in ``text``."""
+    terms = glossary_terms(text)
+    if not terms:
+        return ""
+    items = "".join(f"<dt>{html.escape(t)}</dt><dd>{html.escape(GLOSSARY[t])}</dd>"
+                    for t in terms)
+    return (f"<h{level} id=\"{anchor}\">Glossary{up}</h{level}>"
+            f"<dl class=\"glossary\">{items}</dl>")
+
+
+def _answers_html(out: AnalysisOutput) -> str:
+    if not out.answers:
+        return ""
+    return ("<div class=\"answers\"><b>Answers</b><ul>"
+            + "".join(f"<li>{html.escape(a)}</li>" for a in out.answers) + "</ul></div>")
+
+
+def _summary_html(out: AnalysisOutput, caption: str = "Summary") -> str:
+    if out.summary is None or not len(out.summary):
+        return ""
+    return (f"<p><i>{html.escape(caption)}</i></p>" + table_html(out.summary, 3))
+
+
+def _figure_html(b: Block, figs) -> str:
+    png = figs[b.figure][0]
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f"<figure><img src=\"{src}\" alt=\"{html.escape(b.text or b.figure)}\">"
+            f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
+
+
+def _body_html(out: AnalysisOutput, figs, hl: int, ids: _Ids, up: str) -> tuple[list, list]:
+    """HTML of the blocks and warnings of ``out`` (headings ``h{hl}``); returns (parts,
+    [(id, heading text)])."""
+    parts, heads = [], []
+    blocks = list(out.blocks)
+    if out.warnings:
+        blocks.append(Block("heading", "Warnings"))
+        blocks.append(Block("list", items=tuple(out.warnings)))
+    for b in blocks:
         if b.kind == "heading":
-            parts.append(f"<{h2}>{html.escape(b.text)}</{h2}>")
+            hid = ids(b.text)
+            heads.append((hid, b.text))
+            parts.append(f"<h{hl} id=\"{hid}\">{html.escape(b.text)}{up}</h{hl}>")
         elif b.kind == "text":
             parts.append(f"<p>{html.escape(b.text)}</p>")
         elif b.kind == "note":
@@ -328,18 +458,45 @@ def analysis_html(out: AnalysisOutput, figs: dict[str, tuple[bytes, bytes]],
                 parts.append(f"<p><i>{html.escape(b.text)}</i></p>")
             parts.append(table_html(b.table, b.digits))
         elif b.kind == "figure":
-            png = figs[b.figure][0]
-            src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            parts.append(f"<figure><img src=\"{src}\" alt=\"{html.escape(b.text or b.figure)}\">"
-                         f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
-    if out.warnings:
-        parts.append(f"<{h2}>Warnings</{h2}><ul>"
-                     + "".join(f"<li>{html.escape(w)}</li>" for w in out.warnings) + "</ul>")
-    return "\n".join(p for p in parts if p)
+            parts.append(_figure_html(b, figs))
+    return parts, heads
+
+
+def analysis_html(out: AnalysisOutput, figs: dict[str, tuple[bytes, bytes]],
+                  level: int = 2) -> str:
+    """HTML of one analysis page: navigation (index, every section, glossary), title,
+    answers, summary table, every block, warnings and the glossary of the terms used.
+    ``level`` is the heading level of the title."""
+    hl = level + 1
+    ids = _Ids()
+    up = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
+    parts = [f"<h{level} id=\"top\">{html.escape(out.title)}</h{level}>"]
+    if out.description:
+        parts.append(f"<p>{html.escape(out.description)}</p>")
+    parts.append(_fast_banner(out.fast))
+    heads = []
+    if out.answers:
+        ids.used.add("answers")
+        heads.append(("answers", "Answers"))
+        parts.append(f"<div id=\"answers\">{_answers_html(out)}</div>")
+    if out.summary is not None and len(out.summary):
+        ids.used.add("summary")
+        heads.append(("summary", "Summary"))
+        parts.append(f"<div id=\"summary\">{_summary_html(out)}</div>")
+    body, body_heads = _body_html(out, figs, hl, ids, up)
+    parts += body
+    heads += body_heads
+    gl = glossary_html(_page_text(out), hl, "glossary", up)
+    if gl:
+        heads.append(("glossary", "Glossary"))
+        parts.append(gl)
+    nav = ("<nav class=\"toc\"><a href=\"../index.html\">&larr; all analyses</a> "
+           + " ".join(f"<a href=\"#{i}\">{html.escape(t)}</a>" for i, t in heads) + "</nav>")
+    return nav + "\n" + "\n".join(p for p in parts if p)
 
 
 def analysis_md(out: AnalysisOutput) -> str:
-    lines = [f"# {out.title}", ""]
+    lines = [f"# {out.title}", "", "[all analyses](../index.md)", ""]
     if out.description:
         lines += [out.description, ""]
     if out.fast:
@@ -347,6 +504,8 @@ def analysis_md(out: AnalysisOutput) -> str:
                   "these numbers.", ""]
     if out.answers:
         lines += ["**Answers**", ""] + [f"- {a}" for a in out.answers] + [""]
+    if out.summary is not None and len(out.summary):
+        lines += ["**Summary**", "", table_md(out.summary, 3), ""]
     for b in out.blocks:
         if b.kind == "heading":
             lines += [f"## {b.text}", ""]
@@ -364,6 +523,9 @@ def analysis_md(out: AnalysisOutput) -> str:
             lines += [f"![{b.text}](figures/{b.figure}.png)", "", f"*{b.text}*", ""]
     if out.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in out.warnings] + [""]
+    terms = glossary_terms(_page_text(out))
+    if terms:
+        lines += ["## Glossary", ""] + [f"- **{t}**: {GLOSSARY[t]}" for t in terms] + [""]
     return "\n".join(lines)
 
 
@@ -430,9 +592,8 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
                     o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {nc}")
                 else:
                     _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(nc)
-            nav = "<nav><a href=\"../index.html\">&larr; all analyses</a></nav>"
             _inside(tmp, f"{o.name}/index.html").write_text(
-                _page(o.title, nav + analysis_html(o, figs, level=1)), encoding="utf-8")
+                _page(o.title, analysis_html(o, figs, level=1)), encoding="utf-8")
             _inside(tmp, f"{o.name}/report.md").write_text(analysis_md(o), encoding="utf-8")
         if results is not None:
             _write_csv(results, _inside(tmp, "results.csv"))
@@ -447,38 +608,68 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
     return Path(out_dir)
 
 
+def ordered(outputs) -> list[AnalysisOutput]:
+    """Analyses in reading order: by ``priority`` (smaller first) where given, the others
+    after them; ties and unnumbered analyses keep the order given."""
+    return sorted(outputs, key=lambda o: (o.priority is None,
+                                          o.priority if o.priority is not None else 0))
+
+
 def index_html(outputs, rendered, provenance, audit) -> str:
+    """The index: answers first (every answer line and the summary table of each analysis,
+    in reading order), then each analysis's full results in a collapsed section, the audit
+    summary, the glossary and the provenance."""
+    outputs = ordered(outputs)
     fast = any(o.fast for o in outputs)
+    up = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
     toc = "".join(f"<li><a href=\"#{o.name}\">{html.escape(o.title)}</a> "
                   f"(<a href=\"{o.name}/index.html\">page</a>, "
                   f"<a href=\"{o.name}/report.md\">Markdown</a>)</li>" for o in outputs)
-    summary = []
+    nav = ("<nav class=\"toc\"><a href=\"#contents\">Contents</a> <a href=\"#answers\">Answers"
+           "</a>" + (" <a href=\"#audit\">Published-number audit</a>"
+                     if audit is not None and len(audit) else "")
+           + " <a href=\"#glossary\">Glossary</a> <a href=\"#provenance\">Provenance</a></nav>")
+    body = [
+        nav,
+        "<h1 id=\"top\">bayesmeta report</h1>",
+        "<p>For each analysis: the answers, a summary table (published, classical and "
+        "Bayesian), and its full results one click away. Every figure is embedded; this file "
+        "needs no network.</p>",
+        _fast_banner(fast),
+        f"<h2 id=\"contents\">Contents{up}</h2><ol>{toc}</ol>",
+        f"<h2 id=\"answers\">Answers{up}</h2>",
+    ]
+    text = []
     for o in outputs:
-        if o.answers:
-            summary.append(f"<li><b>{html.escape(o.title)}</b><ul>"
-                           + "".join(f"<li>{html.escape(a)}</li>" for a in o.answers[:4])
-                           + "</ul></li>")
+        sec = [f"<section class=\"analysis\" id=\"{o.name}\">",
+               f"<h3>{html.escape(o.title)}{up}</h3>",
+               f"<p class=\"links\"><a href=\"{o.name}/index.html\">full page</a> &middot; "
+               f"<a href=\"{o.name}/report.md\">Markdown</a> &middot; "
+               f"<a href=\"#{o.name}--details\">all results below</a></p>"]
+        if o.description:
+            sec.append(f"<p>{html.escape(o.description)}</p>")
+        sec.append(_answers_html(o))
+        sec.append(_summary_html(o))
+        parts, _ = _body_html(o, rendered[o.name], 4, _Ids(f"{o.name}--"), "")
+        sec.append(f"<details id=\"{o.name}--details\"><summary>All results, figures and "
+                   f"methods: {html.escape(o.title)}</summary>\n" + "\n".join(parts)
+                   + "</details>")
+        sec.append("</section>")
+        body.append("\n".join(s for s in sec if s))
+        text.append(_page_text(o))
+    if audit is not None and len(audit):
+        n_bad = int((~audit["verdict"].astype(str).str.startswith("reproduced")).sum())
+        body.append(f"<h2 id=\"audit\">Published-number audit{up}</h2><p>{len(audit)} "
+                    f"published numbers checked; {len(audit) - n_bad} reproduced at printed "
+                    f"precision, {n_bad} discrepancies or not checkable (details per analysis "
+                    "and in <code>audit.csv</code>).</p>")
+    body.append(glossary_html("\n".join(text), 2, "glossary", up)
+                or f"<h2 id=\"glossary\">Glossary{up}</h2><p>No specialist terms used.</p>")
     prov = html.escape(json.dumps({k: provenance.get(k) for k in
                                    ("bayesmeta_version", "created", "command", "fast", "seed")},
                                   default=str))
-    body = [
-        "<h1>bayesmeta report</h1>",
-        "<p>Pooled effects: published, classical and Bayesian side by side, with the "
-        "probability of benefit. Every figure is embedded; this file needs no network.</p>",
-        _fast_banner(fast),
-        f"<h2>Contents</h2><ul>{toc}</ul>",
-        "<h2>Key answers</h2><ul>" + "".join(summary) + "</ul>" if summary else "",
-    ]
-    if audit is not None and len(audit):
-        n_bad = int((~audit["verdict"].astype(str).str.startswith("reproduced")).sum())
-        body.append(f"<h2>Published-number audit</h2><p>{len(audit)} published numbers checked; "
-                    f"{len(audit) - n_bad} reproduced at printed precision, {n_bad} "
-                    "discrepancies or not checkable (details per analysis and in "
-                    "<code>audit.csv</code>).</p>")
-    for o in outputs:
-        body.append(analysis_html(o, rendered[o.name], level=2))
-    body.append(f"<h2>Provenance</h2><p><code>{prov}</code> — full record in "
-                "<code>provenance.json</code>.</p>")
+    body.append(f"<h2 id=\"provenance\">Provenance{up}</h2><p><code>{prov}</code> — full "
+                "record in <code>provenance.json</code>.</p>")
     return _page("bayesmeta report", "\n".join(b for b in body if b))
 
 
@@ -486,8 +677,32 @@ def index_md(outputs, provenance) -> str:
     lines = ["# bayesmeta report", ""]
     if any(o.fast for o in outputs):
         lines += ["> **--fast run** (few MCMC draws): do not quote these numbers.", ""]
-    for o in outputs:
+    for o in ordered(outputs):
         lines += [f"## [{o.title}]({o.name}/report.md)", ""] + [f"- {a}" for a in o.answers]
         lines.append("")
+        if o.summary is not None and len(o.summary):
+            lines += [table_md(o.summary, 3), ""]
     lines += [f"Command: `{provenance.get('command', '')}`", ""]
     return "\n".join(lines)
+
+
+def check_out_dir(target) -> Path:
+    """Refuse an output directory before any work is done, for the reasons
+    :func:`atomic_dir` would refuse it at the end: ``target`` exists and is not empty nor a
+    previous bayesmeta report, or it cannot be created (a parent is a file, or the nearest
+    existing parent is not writable). Returns the absolute path."""
+    t = Path(target).absolute()
+    if not _replaceable(t):
+        raise BayesMetaError(
+            f"output directory {t} exists and is not a bayesmeta report (no {MARKER} file); "
+            "refusing to replace it. Choose an empty or new directory with --out.")
+    parent = t.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BayesMetaError(f"cannot create output directory {t}: {parent} is a file. "
+                             "Choose another --out.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BayesMetaError(f"cannot create output directory {t}: {parent} is not writable. "
+                             "Choose another --out.")
+    return t

@@ -72,3 +72,23 @@ def nested_meld_fit(meld2014):
         warnings.simplefilter("always")
         fit = mcmc.fit_nested(meld2014, measure="MD", outcome="MELD")
     return fit, [str(w.message) for w in caught]
+
+
+# --------------------------------------------------------------------------------------------
+# the real-browser tier: `pytest -m browser` (headless Chromium; tests/browser.py)
+# --------------------------------------------------------------------------------------------
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "browser: opens generated reports in headless Chromium (installs Debian's "
+                   "chromium if missing); run with -m browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run only when selected with -m (e.g. ``-m browser``): the default tier
+    stays free of them whatever addopts says."""
+    if "browser" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="browser tier: run with -m browser")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

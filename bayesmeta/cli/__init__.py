@@ -1,8 +1,9 @@
 """Command-line entry point: ``bayesmeta <command> ...``.
 
 Each command lives in its own module ``bayesmeta.cli._<command>`` that provides
-``add_parser(subparsers)`` and ``run(args) -> int``. A :class:`BayesMetaError` becomes one
-line on stderr and exit code 2 (a traceback only with ``--debug``).
+``add_parser(subparsers)`` and ``run(args) -> int``. A :class:`BayesMetaError` or an argument
+error becomes one line on stderr and exit code 2 (a traceback only with ``--debug``); shared
+help pieces (examples, measure columns, one-line errors) are in :mod:`bayesmeta.cli._help`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 import warnings
 
+from bayesmeta.cli._help import Parser, epilog, wrap
 from bayesmeta.exceptions import BayesMetaError
 
 COMMANDS = ("classical", "bayes", "run", "simulate", "datasets", "validate")
@@ -30,10 +32,26 @@ def json_clean(obj):
     return obj
 
 
+DESCRIPTION = ("Bayesian and classical meta-analysis: pool study results from a CSV file, "
+               "or run analysis specs and write a report a person can read.")
+
+EPILOG = epilog(
+    "bayesmeta classical trials.csv --measure OR            # metafor/RevMan-style pooling",
+    "bayesmeta bayes trials.csv --measure OR                # Bayesian random effects",
+    "bayesmeta run models/ --out my-report                  # specs -> my-report/index.html",
+    "bayesmeta validate my_analysis.toml                    # check a spec, fit nothing",
+    "bayesmeta datasets list                                # bundled example data",
+    "bayesmeta simulate --n 2000 --k 2 3 5                  # interval coverage by simulation",
+    notes=("Run 'bayesmeta COMMAND --help' for a command's options, the columns each measure "
+           "needs and more examples.",))
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bayesmeta", description=__doc__.splitlines()[0])
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="bayesmeta", description=wrap(DESCRIPTION), epilog=EPILOG)
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands")
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"bayesmeta.cli._{name}")
@@ -43,7 +61,6 @@ def _build_parser() -> argparse.ArgumentParser:
             continue
         mod.add_parser(sub)
     return p
-
 
 
 def main(argv=None) -> int:

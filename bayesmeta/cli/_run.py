@@ -1,4 +1,8 @@
-"""``bayesmeta run [SPEC ...] [--out DIR] [--seed N] [--fast]``: run analyses, write the report."""
+"""``bayesmeta run [SPEC ...] [--out DIR] [--seed N] [--fast]``: run analyses, write the report.
+
+The output directory is checked before anything is fitted (:func:`bayesmeta.report.
+check_out_dir`), so a refused ``--out`` costs nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,38 @@ import os
 import signal
 import sys
 
+from bayesmeta.cli._help import FORMATTER, epilog, nonnegative_int, positive_int, wrap
+
+DESCRIPTION = """Run analysis specs (default: every bundled spec in models/) and write
+index.html (answers first), one page and Markdown file per analysis, CSV tables, figures,
+posterior NetCDF files and provenance.json into the output directory.
+
+The output directory must be new, empty or an earlier bayesmeta report; it is checked before
+anything is fitted, and replaced atomically at the end: an interrupted run leaves the previous
+report intact."""
+
+EPILOG = epilog(
+    "bayesmeta run                                   # every bundled spec -> reports/",
+    "bayesmeta run models/survival_2023.toml --out my-report --seed 7",
+    "bayesmeta run my_specs/ --fast --out /tmp/smoke   # few MCMC draws: a quick check",
+    notes=("A spec names its data and model; 'bayesmeta validate SPEC' checks it without "
+           "fitting.",))
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "run", help="run analysis specs and write the report (reports/index.html)",
-        description=("Run analysis specs (default: every bundled spec in models/) and write "
-                     "index.html, one page + Markdown per analysis, CSV tables, figures, "
-                     "posterior NetCDF and provenance.json into the output directory. The "
-                     "directory is replaced atomically: an interrupted run leaves the previous "
-                     "report intact."))
+        description=wrap(DESCRIPTION), epilog=EPILOG, formatter_class=FORMATTER)
     p.add_argument("specs", nargs="*", metavar="SPEC",
                    help="spec files or directories (default: the bundled models/)")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="output directory (default: ./reports)")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=nonnegative_int, default=None, metavar="N",
                    help="override every spec's sampling seed")
     p.add_argument("--fast", action="store_true",
                    help="few MCMC draws (smoke test); the report says so")
-    p.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+    p.add_argument("-j", "--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
+                   metavar="N",
                    help="1: run analyses one after another; 2 (default on >= 2 cores): MCMC "
                         "analyses in a worker process beside the others (same numbers)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -40,6 +58,9 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subpro
 
 
 def run(args) -> int:
+    from bayesmeta.report import check_out_dir
+
+    check_out_dir(args.out)  # before any fitting: the same refusal the writer would give
     from bayesmeta import runner
 
     def progress(msg):

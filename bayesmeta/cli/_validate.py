@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import sys
 
+from bayesmeta.cli._help import FORMATTER, epilog
 from bayesmeta.exceptions import BayesMetaError
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "validate", help="validate analysis specs (models/*.toml) without running them",
-        description="Validate analysis specs. With no SPEC, validates the bundled specs.")
+        description="Validate analysis specs (syntax, keys, values and the data each one "
+                    "names) without fitting anything.\nWith no SPEC, validates the bundled "
+                    "specs in models/. Exit code 2 if any spec is invalid.",
+        epilog=epilog("bayesmeta validate                       # the bundled specs",
+                      "bayesmeta validate my_analysis.toml",
+                      "bayesmeta validate my_specs/             # every *.toml in a folder"),
+        formatter_class=FORMATTER)
     p.add_argument("specs", nargs="*", metavar="SPEC",
                    help="spec files or directories (default: the bundled models/)")
     p.set_defaults(func=run)
