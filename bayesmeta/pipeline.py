@@ -378,10 +378,11 @@ def run_analysis(spec, ctx: RunContext | None = None, *, frame=None,
                             f"{outcome or 'data'}{' (' + part_label + ')' if part_label else ''}"
                             f": {od.k} row(s) in one cell, nothing for the nested model to "
                             "pool; see the published table")
-                elif name == "survival-published":
-                    _survival_published(an, od, req, base, outcome, part_label)
-                elif name == "survival-counts":
-                    _survival_counts(an, od, req, base, outcome, part_label)
+                elif name.startswith("survival-"):
+                    fit = (_survival_published if name == "survival-published"
+                           else _survival_counts)
+                    for sc, sd in od.split("subgroup"):  # over time, per subgroup
+                        fit(an, sd, req, {**base, **sc}, outcome, part_label)
             _sensitivity(an, od, req, base, outcome, part_label)
     if nested_jobs:
         _nested(an, nested_jobs, spec, ctx)
@@ -612,7 +613,7 @@ def _survival_published(an, od, req, base, outcome, part):
     tau_p = spec.bayes.tau_prior or None
     main = fit(rho0, mu_p, tau_p)
     an.records.append(FitRecord(registry.survival_fit(main, od, base), outcome, part))
-    an.extra["survival_main"] = main
+    an.extra.setdefault("survival_main", []).append((dict(base), main))
     sens = []
     for rho in rhos:
         res = main if rho == rho0 else fit(rho, mu_p, tau_p)

@@ -44,18 +44,26 @@ def new_trial_rows(post_logor: np.ndarray, post_new: np.ndarray, p0: float, ns, 
 
 
 def render_survival(an, out, L) -> None:
-    main = an.extra.get("survival_main")
-    if main is None or "survival_table" not in main.extra:
-        return
+    for coords, main in an.extra.get("survival_main", []):
+        if "survival_table" in main.extra:
+            _render_one(an, out, L, coords, main)
+
+
+def _render_one(an, out, L, coords, main) -> None:
+    sg = coords.get("subgroup", "")
+    tag = f"{sg}: " if sg else ""
     rep = an.spec.report
     p0 = an.extra.get("survival_p0")
     rho0 = an.extra.get("survival_rho0")
     tab = main.extra["survival_table"]
     pooled = tab[tab["kind"] == "pooled"].reset_index(drop=True)
     thr = float(rep.thresholds[0]) if rep.thresholds else 1.5
-    out.tables["survival_table"] = tab
+    key = "" if not sg else "_" + "".join(c if c.isalnum() else "-" for c in sg.lower())
+    out.tables["survival_table" + key] = tab
     sens = []
     for r in an.fits(role="sensitivity"):
+        if r.fit.coords.get("subgroup", "") != sg:
+            continue
         res = r.fit.result
         if "survival_table" in getattr(res, "extra", {}):
             t_ = res.extra["survival_table"]
@@ -71,23 +79,23 @@ def render_survival(an, out, L) -> None:
         dn = np.asarray(post["log_or_new"].sel(time=t).values, float).ravel()
         nt += new_trial_rows(d, dn, p0, rep.new_trial_n or (100,), t)
     nt_tab = pd.DataFrame(nt)
-    out.tables["new_trial"] = nt_tab
+    out.tables["new_trial" + key] = nt_tab
     out.answers.append(
-        f"For a control-arm survival of {p0:.0%} (see Methods), absolute survival gain "
+        f"{tag}For a control-arm survival of {p0:.0%} (see Methods), absolute survival gain "
         "(median, 95% CrI) and NNT: " + "; ".join(
             f"{L.time(r['time'])} {100 * r['survival_diff_median']:.1f} points "
             f"[{100 * r['survival_diff_ci_low']:.1f}, {100 * r['survival_diff_ci_high']:.1f}], "
             f"NNT {r['nnt']:.1f}" for _, r in pooled.iterrows()) + ".")
     if sens_tab is not None:
-        out.tables["sensitivity_survival"] = sens_tab
+        out.tables["sensitivity_survival" + key] = sens_tab
         out.answers.append(
-            "Sensitivity: P(OR > 1) ranges over rho and prior sets from " + "; ".join(
+            f"{tag}Sensitivity: P(OR > 1) ranges over rho and prior sets from " + "; ".join(
                 f"{L.time(t)} {prob(g['p_or_gt_1'].min())}–{prob(g['p_or_gt_1'].max())}"
                 for t, g in sens_tab.groupby("time", sort=False)) + ".")
     if len(nt_tab):
         big = nt_tab[nt_tab["n_per_arm"] == nt_tab["n_per_arm"].max()]
         out.answers.append(
-            f"A new trial with {int(big['n_per_arm'].iloc[0])} patients per arm: predictive "
+            f"{tag}A new trial with {int(big['n_per_arm'].iloc[0])} patients per arm: predictive "
             "probability that it shows a significant benefit " + "; ".join(
                 f"{L.time(r['time'])} {r['assurance_significant_benefit']:.2f}"
                 for _, r in big.iterrows())
@@ -95,7 +103,7 @@ def render_survival(an, out, L) -> None:
               "observed an OR below " + "; ".join(
                   f"{L.time(r['time'])} {r['tipping_or']:.2f}" for _, r in big.iterrows())
             + ".")
-    out.h("Absolute benefit")
+    out.h(f"{tag}Absolute benefit" if tag else "Absolute benefit")
     view = pd.DataFrame({
         "time": [L.time(t) for t in pooled["time"]],
         "posterior OR [95% CrI]": [f"{a:.2f} [{b:.2f}, {c:.2f}]" for a, b, c in
@@ -106,7 +114,7 @@ def render_survival(an, out, L) -> None:
                                    pooled[["survival_diff_median", "survival_diff_ci_low",
                                            "survival_diff_ci_high"]].to_numpy()],
         "NNT": pooled["nnt"]})
-    out.table("survival_view", view, f"Control-arm survival {p0:.0%}; rho = {rho0:g}.",
+    out.table("survival_view" + key, view, f"Control-arm survival {p0:.0%}; rho = {rho0:g}.",
               csv=False)
     post_df = pd.DataFrame({"time": pooled["time"].astype(float),
                             "estimate": np.log(pooled["or_median"]),
@@ -115,6 +123,7 @@ def render_survival(an, out, L) -> None:
     pub = an.published
     pubd = None
     if pub is not None and len(pub):
+        pub = pub[pub["subgroup"] == sg] if sg else pub
         pubd = pd.DataFrame({"time": pub["time"].astype(float), "estimate": pub["estimate"],
                              "ci_low": pub["ci_low"], "ci_high": pub["ci_high"]})
     probd = pd.concat([pd.DataFrame({"time": pooled["time"].astype(float), "label": "P(OR > 1)",
@@ -122,14 +131,14 @@ def render_survival(an, out, L) -> None:
                        pd.DataFrame({"time": pooled["time"].astype(float),
                                      "label": f"P(OR > {thr:g})",
                                      "value": pooled["p_or_gt_threshold"]})])
-    out.figure("survival_over_time", plots.plot_over_time(
+    out.figure("survival_over_time" + key, plots.plot_over_time(
         post_df, published=pubd, prob=probd, transform="exp", threshold=thr,
         ylabel="survival OR"),
         "Posterior survival OR over time (median, 95% CrI band) beside the published OR, and "
         "the posterior probabilities of benefit.")
     if len(nt_tab):
-        out.h("What would a new trial need to show?")
-        out.table("new_trial_view", nt_tab, "Predictive: assurance = probability that a new "
+        out.h(f"{tag}What would a new trial need to show?")
+        out.table("new_trial_view" + key, nt_tab, "Predictive: assurance = probability that a new "
                   "trial with n patients per arm finds a significant benefit (two-sided 5%); "
                   "tipping OR = the observed OR below which the combined evidence would make "
                   "benefit less likely than not. Normal approximations on the log-OR scale.",
