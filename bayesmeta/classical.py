@@ -21,8 +21,9 @@ Formulas (k studies, p model coefficients, :math:`W=\\mathrm{diag}(1/(v_i+\\tau^
 * DL: :math:`\\hat\\tau^2 = (Q - (k-p))/\\mathrm{tr}(P_0)` (DerSimonian & Laird 1986).
 * HE: :math:`(y'P_Iy - \\mathrm{tr}(P_I V))/(k-p)` with unweighted :math:`P_I` (Hedges 1983).
 * HS: :math:`(Q - k)/\\sum w_i` (Hunter & Schmidt 2004).
-* SJ: :math:`\\tau_0^2 = y'P_Iy/k`, then :math:`\\tau_0^2\\, y'P(\\tau_0^2)y/(k-p)`
-  (Sidik & Jonkman 2005).
+* SJ: :math:`\\tau_0^2 = \\sum(y_i-\\bar y)^2/k` (about the plain mean, also with
+  moderators), then :math:`\\tau_0^2\\, r'P(\\tau_0^2)r/(k-p)`, :math:`r = y-\\bar y`
+  (Sidik & Jonkman 2005; as metafor).
 * ML / REML: Fisher scoring, steps :math:`(y'PPy-\\mathrm{tr}W)/\\mathrm{tr}(WW)` and
   :math:`(y'PPy-\\mathrm{tr}P)/\\mathrm{tr}(PP)` (Viechtbauer 2005).
 * PM: root of :math:`y'P(\\tau^2)y = k-p` (Paule & Mandel 1982), by Brent's method.
@@ -67,6 +68,7 @@ from scipy import optimize, stats
 
 from bayesmeta import results as _results
 from bayesmeta.effect_sizes import SCALE, continuity_correct
+from bayesmeta.io import MIN_VARIANCE
 from bayesmeta.exceptions import (ConvergenceWarning, DataError, DataWarning,
                                   EstimationError)
 
@@ -389,7 +391,7 @@ def _qgen(y, v, X, tau2):
 
 
 def _ols_parts(y, v, X):
-    """Unweighted fit (HE, SJ): y'P_I y and tr(P_I V) with P_I = I - X(X'X)^{-1}X'."""
+    """Unweighted fit (HE): y'P_I y and tr(P_I V) with P_I = I - X(X'X)^{-1}X'."""
     if X.shape[1] == 1 and bool(np.all(X == 1.0)):
         e = y - y.mean()
         h = np.full(y.size, 1.0 / y.size)
@@ -445,10 +447,16 @@ def _tau2(y, v, X, method, control):
         rss, trpv = _ols_parts(y, v, X)
         return max(0.0, (rss - trpv) / (k - p)), True, 0, math.nan
     if method == "SJ":
-        t0 = _ols_parts(y, v, X)[0] / k
+        # initial value: the variance of the estimates about their plain mean, whatever the
+        # moderators (Sidik & Jonkman 2005's crude start; metafor does the same); then one
+        # weighted step with the model matrix: t0 * r'P(t0) r / (k - p), with r = y - mean(y)
+        # (r'Pr = y'Py when X has an intercept, since P annihilates the columns of X)
+        r = y - y.mean()
+        t0 = float(r @ r) / k
         if t0 <= 0:
             return 0.0, True, 0, math.nan
-        return max(0.0, t0 * _qgen(y, v, X, t0) / (k - p)), True, 0, math.nan
+        fr = _wls(r, v, X, t0)
+        return max(0.0, t0 * fr.ypy / (k - p)), True, 0, math.nan
     if method == "PM":
         target = k - p
         if Q <= target:
@@ -556,6 +564,13 @@ def _prepare(yi, vi, studies, *, allow_missing=True):
         raise DataError(f"sampling variance vi must be finite and > 0, got "
                         f"{v[bad_v[0]]} ({studies[bad_v[0]]})", row=int(bad_v[0]) + 2,
                         column="vi", fix="check the SDs/counts or supply sei > 0")
+    tiny = np.flatnonzero(~miss & (v < MIN_VARIANCE))
+    if tiny.size:
+        i = int(tiny[0])
+        raise DataError(f"sampling variance vi = {v[i]:.3g} is too small to compute with (its "
+                        f"inverse weight overflows; vi must be >= {MIN_VARIANCE:g}) "
+                        f"({studies[i]})", row=i + 2, column="vi",
+                        fix="check the value against the source (a lost exponent?)")
     if miss.any():
         names = ", ".join(s for s, m in zip(studies, miss) if m)
         warnings.warn(f"{int(miss.sum())} stud{'y' if miss.sum() == 1 else 'ies'} with missing "
