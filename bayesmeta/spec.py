@@ -436,6 +436,7 @@ class _Validator:
                 v = tuple(float(i) if float in (key.item_types or ()) else i for i in v)
             if float in key.types and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
+            self.values(sec, k, v)
             if key.choices is not None and v not in key.choices:
                 sug = _suggest(str(v), [c for c in key.choices if c])
                 if sug is None and isinstance(v, str):
@@ -451,6 +452,41 @@ class _Validator:
                                  line=find_line(self.text, sec),
                                  fix=f"Add {k} = ... ({key.doc}).")
         return values
+
+
+    def values(self, sec: str, k: str, v):
+        """Values no analysis can use, whatever the kind: a number that is not finite, a count
+        beyond :data:`_LIMITS`, a string with control characters."""
+        from bayesmeta.textsafe import has_control, terminal_safe
+
+        for item in (v if isinstance(v, (list, tuple)) else (v,)):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise self.error(f"Invalid {k} {item!r}: must be a finite number", section=sec,
+                                 key=k, fix="Give a number (inf and nan are not values).")
+            if isinstance(item, int) and not isinstance(item, bool) and (sec, k) in _LIMITS:
+                top = _LIMITS[(sec, k)]
+                if item > top:
+                    raise self.error(f"Invalid {k} {item}: must be <= {top:,}", section=sec,
+                                     key=k, fix=f"Use at most {top:,} ({k} is a count per "
+                                                "chain or per run; more cannot finish).")
+            if isinstance(item, str):
+                bad = has_control(item, newlines=k in _FREE_TEXT)
+                if bad is not None:
+                    raise self.error(
+                        f"Invalid {k} '{terminal_safe(item, newlines=False)}': contains the "
+                        f"control character '{terminal_safe(bad, newlines=False)}'",
+                        section=sec, key=k,
+                        fix="Remove it (an escape sequence pasted from a terminal?); only "
+                            "printable text is allowed.")
+
+
+#: upper bounds of counts (the lower bounds are checked with the settings they constrain)
+_LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
+           ("sampling", "fast_draws"): 10**6, ("sampling", "fast_tune"): 10**6,
+           ("sampling", "chains"): 64, ("simulation", "n_per_cell"): 10**7,
+           ("simulation", "fast_n_per_cell"): 10**7, ("report", "new_trial_n"): 10**9}
+#: free-text keys, which may span several lines
+_FREE_TEXT = ("description", "notes", "rationale", "control_survival_source")
 
 
 def _check_prior(v: _Validator, sec: str, key: str, text: str, kind: str):
@@ -755,10 +791,11 @@ def _row_key(d, columns) -> list[str]:
     return key
 
 
-def _validate_values(data_path: Path, kind: str, d, frame):
+def _validate_values(data_path: Path, kind: str, d, frame, by: str = ""):
     """Check the values of a user table for the spec's measure; returns the validated frame.
 
-    Study rows: duplicate studies (per time/subgroup) and the measure's columns and values
+    Study rows: duplicate studies (per time/subgroup), empty time/subgroup/``by`` cells
+    (:func:`bayesmeta.io.check_role_values`) and the measure's columns and values
     (:func:`bayesmeta.io.validate_measure_columns`; the one-arm kind accepts the experimental
     arm ``m1i, sd1i, n1i`` of a two-arm table). Published pooled rows (of the selected
     outcomes): :func:`bayesmeta.io.validate_published` in audit mode (an estimate outside its
@@ -784,6 +821,8 @@ def _validate_values(data_path: Path, kind: str, d, frame):
     with warnings.catch_warnings():  # the first read already warned
         warnings.simplefilter("ignore")
         frame = _read_user_table(data_path, required=key[:1], unique=key)
+    # an empty time/subgroup/by cell would become a level of its own
+    io.check_role_values(frame, key[1:] + [by], file=str(data_path))
     if kind == "one_arm" and not {"mi", "sdi", "ni"} <= set(frame.columns) and \
             {"m1i", "sd1i", "n1i"} <= set(frame.columns):
         one = frame.rename(columns={"m1i": "mi", "sd1i": "sdi", "n1i": "ni"})
@@ -825,7 +864,8 @@ def read_data(spec: AnalysisSpec):
     frame = spec.frame
     if frame is None:
         frame = _validate_values(spec.data_path, spec.kind, spec.data,
-                                 _read_user_table(spec.data_path, unique=None))
+                                 _read_user_table(spec.data_path, unique=None),
+                                 by=spec.classical.by)
     return _as_read_csv(frame)
 
 
@@ -871,7 +911,8 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
                         fix="Give a path to a .toml file (see models/).")
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        # a UTF-8 byte-order mark (Windows Notepad, Excel) is accepted, as for data files
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise SpecError(f"not UTF-8 text ({err})", file=str(path)) from err
     try:
@@ -912,7 +953,8 @@ def load_spec(path, *, check_priors: bool = True, check_data: bool = True) -> An
     if check_priors:
         _check_priors(v, s)
     if frame is not None and check_data:
-        frame = _validate_values(data_path, s["analysis"]["kind"], d, frame)
+        frame = _validate_values(data_path, s["analysis"]["kind"], d, frame,
+                                 by=s.get("classical", {}).get("by", ""))
     elif frame is not None:
         frame = None  # not validated: read_data validates when the data are used
     sections = {}
