@@ -338,8 +338,9 @@ class _WLS:
     def trP(self) -> float:
         w = self.w
         if self._intercept:
-            sw = float(w.sum())
-            return sw - float(w @ w) / sw
+            # P_ii = w_i (sum of the other weights) / sum w: no subtraction, so a study
+            # 1e12 times more precise than the rest cannot cancel the others away
+            return float(w @ _others(w)) / float(w.sum())
         return float(w.sum() - np.trace(self.vb @ self._m(2)))
 
     @property
@@ -347,11 +348,22 @@ class _WLS:
         w = self.w
         w2 = w * w
         if self._intercept:
+            # sum_i P_ii² + sum_{i != j} P_ij² with P_ij = -w_i w_j / sum w, as sums of
+            # positive terms (the expanded form s2 - 2 s3/sw + (s2/sw)² cancels to 0 or below
+            # when one weight dominates)
             sw = float(w.sum())
-            s2 = float(w2.sum())
-            return s2 - 2.0 * float(w2 @ w) / sw + (s2 / sw) ** 2
+            return float(w2 @ (_others(w) ** 2 + _others(w2))) / (sw * sw)
         a = self.vb @ self._m(2)
         return float(w2.sum() - 2.0 * np.trace(self.vb @ self._m(3)) + np.sum(a * a.T))
+
+
+def _others(x: np.ndarray) -> np.ndarray:
+    """For each i, the sum of x_j over j != i, as a sum of the terms before and after i (exact
+    for positive x, where ``x.sum() - x`` loses every digit of the small terms)."""
+    c = np.cumsum(x)
+    before = np.concatenate(([0.0], c[:-1]))
+    after = np.concatenate((np.cumsum(x[::-1])[::-1][1:], [0.0]))
+    return before + after
 
 
 def _wls(y, v, X, tau2) -> _WLS:
