@@ -14,6 +14,11 @@ studies measure the same outcome, the ``s_i`` agree and ``s_u`` is kept. When ``
 than :data:`COLLAPSE` times below their median, the median is used instead, with a
 :class:`~bayesmeta.exceptions.DataWarning` that names the reason: a few extremely precise
 studies cannot move a median (only a majority of studies can).
+
+:func:`covering_scale` then makes sure the scale covers the study estimates themselves: the
+mu prior's SD is at least the largest |yi| and the tau prior's scale at least a quarter of the
+range of the yi (with a warning when it has to raise them). With both, no default prior can
+contradict every study, whatever the precisions or the units of yi.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from bayesmeta.exceptions import DataWarning, SpecError
 
-__all__ = ["ScaleChoice", "data_scale", "COLLAPSE"]
+__all__ = ["ScaleChoice", "data_scale", "covering_scale", "COLLAPSE"]
 
 #: s_u more than this factor below the median per-study unit-information SD counts as collapsed
 #: (studies of one outcome give per-study SDs within a factor of 2-3 of each other)
@@ -80,3 +85,35 @@ def data_scale(vi, n=None, *, fallback_n: int = 64, warn: bool = True) -> ScaleC
         return ScaleChoice(med, f"median of sqrt(n_i vi) over {v.size} studies; {reason}",
                            reason)
     return ScaleChoice(s_u, how)
+
+
+def covering_scale(s: float, yi, *, what: str, factor: float = 1.0,
+                   warn: bool = True) -> tuple[float, str]:
+    """``(scale, reason)``: ``s`` raised, when needed, to the spread of the study estimates.
+
+    ``what="mu"``: the mu prior's SD is at least max |yi|, so every estimate lies within one
+    prior SD of 0 and the prior cannot pull the pooled mean outside the estimates (the posterior
+    mean given tau moves from the weighted mean of the data towards 0 by at most one posterior
+    SD, since |ybar| sqrt(p0) <= 1 with prior precision p0 = 1 / s²). ``what="tau"``: the tau
+    prior's scale is at least (max yi - min yi) / 4, the tau that would spread the estimates over
+    their range. ``factor`` multiplies ``s`` (1/4 for the tau prior). ``reason`` is '' when ``s``
+    already covers the estimates.
+    """
+    base = s * factor
+    y = None if yi is None else np.asarray(yi, dtype=float)
+    if y is None or y.size == 0 or not np.all(np.isfinite(y)):
+        return base, ""
+    need = float(np.max(np.abs(y))) if what == "mu" else float(np.ptp(y)) / 4.0
+    if not need > base:
+        return base, ""
+    if what == "mu":
+        reason = (f"the study estimates reach |yi| = {need:.4g}, beyond the unit-information "
+                  f"scale {base:.4g}: mu's prior SD is set to {need:.4g} so that it does not "
+                  "contradict them")
+    else:
+        reason = (f"the study estimates span {need * 4:.4g}, more than the unit-information "
+                  f"scale allows for tau ({base:.4g}): tau's prior scale is set to a quarter of "
+                  f"that range, {need:.4g}")
+    if warn:
+        warnings.warn(f"default priors: {reason}", DataWarning, stacklevel=1)
+    return need, reason

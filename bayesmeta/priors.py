@@ -47,6 +47,7 @@ import numpy as np
 from scipy import special, stats
 
 from bayesmeta.exceptions import SpecError
+from bayesmeta.prior_scale import covering_scale, data_scale
 
 __all__ = [
     "Prior", "MuPrior", "TauPrior",
@@ -625,11 +626,18 @@ def unit_information_sd(vi, n=None) -> tuple[float, str]:
             f"sample sizes unknown: s_u = SE * sqrt(n) assuming n = {FALLBACK_N} per study")
 
 
+def _yi(data):
+    """The study estimates of ``data`` (column ``yi``), or None."""
+    if data is None or "yi" not in data:
+        return None
+    y = np.asarray(data["yi"], dtype=float)
+    y = y[np.isfinite(y)]
+    return y if y.size else None
+
+
 def _scale(vi, n) -> tuple[float, str]:
     """(s, how): :func:`unit_information_sd`, or the median per-study unit-information SD when
     a few very precise studies collapse it (:func:`bayesmeta.prior_scale.data_scale`)."""
-    from bayesmeta.prior_scale import data_scale
-
     c = data_scale(vi, n, fallback_n=FALLBACK_N)
     return c.s, c.how
 
@@ -645,7 +653,8 @@ def default_tau_prior(measure: str, data=None) -> tuple[TauPrior, str]:
       scale-aware rule below with s_u = 2.
     * MD, MC, RD, GEN (no empirical prior exists): scale-aware HalfNormal(s_u / 4), where s_u is
       the unit-information SD (:func:`unit_information_sd`; the median per-study SD, with a
-      warning, when a few very precise studies collapse it: :mod:`bayesmeta.prior_scale`).
+      warning, when a few very precise studies collapse it; at least a quarter of the range
+      of the ``yi`` when ``data`` has them: :mod:`bayesmeta.prior_scale`).
       For a two-arm mean difference
       s_u ≈ 2 * outcome SD, so the scale is about half the outcome's SD: the same as HN(0.5) on
       the SMD scale. Our choice, following the unit-information reasoning of Röver et al. 2021.
@@ -667,6 +676,10 @@ def default_tau_prior(measure: str, data=None) -> tuple[TauPrior, str]:
                         "sampling variances (vi or sei)",
                         fix="pass data with a vi or sei column, or give --tau-prior explicitly")
     su, how = _scale(vi, n)
+    scale, raised = covering_scale(su, _yi(data), what="tau", factor=0.25)
+    if raised:
+        return (HalfNormal(scale, source=f"scale-aware default for {m}: {raised}"),
+                f"{m}: tau ~ HalfNormal({scale:.4g}): {raised} (s_u = {su:.4g}: {how})")
     prior = HalfNormal(su / 4.0, source=(f"scale-aware default for {m}: HalfNormal(s_u/4), "
                                          f"s_u = {su:.4g} ({how})"))
     reason = (f"{m}: no empirical heterogeneity prior exists for raw {m} outcomes, so "
@@ -690,7 +703,9 @@ def default_mu_prior(measure: str, data=None) -> tuple[MuPrior, str]:
     """Weakly informative mu prior: Normal(0, s_u) (unit-information prior on the effect).
 
     log-OR/RR: Normal(0, 4) (s_u of a log-OR with event rate 0.5 is 4); SMD: Normal(0, 2);
-    MD-type: Normal(0, s_u) from data; Flat() if no data is given for an MD-type measure.
+    MD-type: Normal(0, s_u) from data (the median per-study SD when a few very precise studies
+    collapse s_u, and at least max |yi| when ``data`` has ``yi``, each with a warning:
+    :mod:`bayesmeta.prior_scale`); Flat() if no data is given for an MD-type measure.
     """
     m = _norm_measure(measure)
     if m in _RATIO:
@@ -703,6 +718,10 @@ def default_mu_prior(measure: str, data=None) -> tuple[MuPrior, str]:
     if vi is None:
         return Flat(source="no data to scale a proper prior"), "mu ~ flat (no data for scale)"
     su, how = _scale(vi, n)
+    scale, raised = covering_scale(su, _yi(data), what="mu")
+    if raised:
+        return (Normal(0.0, scale, source=f"unit-information prior, widened: {raised}"),
+                f"mu ~ Normal(0, {scale:.4g}): {raised} (s_u = {su:.4g}: {how})")
     return (Normal(0.0, su, source=f"unit-information prior, s_u = {su:.4g} ({how})"),
             f"mu ~ Normal(0, s_u = {su:.4g}): unit-information prior ({how})")
 
