@@ -669,13 +669,16 @@ def validate_published(
     measure: str | None = None,
     file=None,
     allow_outside_ci: bool = False,
+    analysis_measure: str | None = None,
 ) -> pd.DataFrame:
     """Check a table of published estimates with ``estimate, ci_low, ci_high``.
 
     CI bounds reversed (low > high) and a ratio estimate or bound <= 0 are always errors. An
     estimate outside its CI is an error unless ``allow_outside_ci`` (audit mode): then the row is
     kept and the returned copy has a ``finding`` column saying so. The measure is ``measure`` or
-    a per-row ``measure`` column (ratio measures: OR, RR, HR, IRR, PETO).
+    a per-row ``measure`` column (ratio measures: OR, RR, HR, IRR, PETO). With
+    ``analysis_measure`` (the measure the rows are analysed as), a row whose own measure is on
+    the other scale (an MD row in an OR analysis: ratio vs difference) is an error.
     """
     file = file or df.attrs.get("file")
     rows = _rows_of(df)
@@ -694,6 +697,15 @@ def validate_published(
         ratio = df["measure"].astype(str).str.upper().isin(RATIO_MEASURES).to_numpy()
     else:
         ratio = np.zeros(len(df), bool)
+    if analysis_measure is not None and "measure" in df.columns:
+        want = str(analysis_measure).upper() in RATIO_MEASURES
+        row_ratio = df["measure"].astype(str).str.strip().str.upper().isin(RATIO_MEASURES)
+        _fail_rows(df, row_ratio.to_numpy() != want, file=file, column="measure", rows=rows,
+                   problem=lambda v: f"row measure {v!r} is "
+                                     f"{'not ' if want else ''}a ratio measure, but the rows "
+                                     f"are analysed as {str(analysis_measure).upper()}",
+                   fix="Analyse ratio measures (OR, RR, HR) and differences (MD, RD) in "
+                       "separate specs, or correct the measure column.")
     for c, x in (("estimate", est), ("ci_low", lo), ("ci_high", hi)):
         _fail_rows(df, ~np.isfinite(x) & ~np.isnan(x), file=file, column=c, rows=rows,
                    problem=lambda v: f"value {v!r} is not finite", fix="Enter a finite number.")

@@ -815,7 +815,8 @@ def _validate_values(data_path: Path, kind: str, d, frame, by: str = ""):
             sub.attrs = dict(frame.attrs)
             sub.attrs["rows"] = [r for r, m in zip(frame.attrs["rows"], mask) if m]
         io.validate_published(sub, measure=None if "measure" in sub.columns else measure,
-                              file=str(data_path), allow_outside_ci=True)
+                              file=str(data_path), allow_outside_ci=True,
+                              analysis_measure=measure)
         return frame
     key = _row_key(d, frame.columns)
     with warnings.catch_warnings():  # the first read already warned
