@@ -8,10 +8,8 @@ References, per section: redundant columns -- the identities ai + bi = n1i, vi =
 sei = sdi/sqrt(ni), yi = log(OR) and sei = (log(hi) - log(lo)) / (2 x 1.959964) (closed form);
 role values -- the subgroup count of the file itself (1 named level + 1 empty cell = 1 level,
 not 2); priors -- the range of the study estimates (a pooled mean under priors that do not
-contradict the data lies inside it: a weighted average) and REML by metafor's definition
-computed in tests/reference/metafor_mods.R's engine tests (0.205 [0.043, 0.368] from the issue,
-checked here against our own REML only as "both inside the range"); folders, CLI and
-validation -- the contract itself.
+contradict the data lies inside it: a weighted average); REML's tr P and tr PP -- exact
+rational arithmetic (fractions); folders, CLI and validation -- the contract itself.
 """
 
 from __future__ import annotations
@@ -46,7 +44,8 @@ REDUNDANT = [
      ["row 3", "column 'vi'", "sei", "0.04", "0.5"]),
     ("one-arm-sei-vs-sd", "study,mi,sdi,ni,sei\nA,1,2,16,0.5\nB,1,2,16,2\n", "MC",
      ["row 3", "column 'sei'", "sdi", "ni"]),
-    ("md-yi-vs-means", "study,m1i,sd1i,n1i,m2i,sd2i,n2i,yi\nA,3,1,10,1,1,10,2\nB,3,1,10,1,1,10,-2\n",
+    ("md-yi-vs-means",
+     "study,m1i,sd1i,n1i,m2i,sd2i,n2i,yi\nA,3,1,10,1,1,10,2\nB,3,1,10,1,1,10,-2\n",
      "MD", ["row 3", "column 'yi'", "m1i", "m2i"]),
 ]
 
