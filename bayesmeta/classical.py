@@ -21,8 +21,9 @@ Formulas (k studies, p model coefficients, :math:`W=\\mathrm{diag}(1/(v_i+\\tau^
 * DL: :math:`\\hat\\tau^2 = (Q - (k-p))/\\mathrm{tr}(P_0)` (DerSimonian & Laird 1986).
 * HE: :math:`(y'P_Iy - \\mathrm{tr}(P_I V))/(k-p)` with unweighted :math:`P_I` (Hedges 1983).
 * HS: :math:`(Q - k)/\\sum w_i` (Hunter & Schmidt 2004).
-* SJ: :math:`\\tau_0^2 = y'P_Iy/k`, then :math:`\\tau_0^2\\, y'P(\\tau_0^2)y/(k-p)`
-  (Sidik & Jonkman 2005).
+* SJ: :math:`\\tau_0^2 = \\sum(y_i-\\bar y)^2/k` (about the plain mean, also with
+  moderators), then :math:`\\tau_0^2\\, r'P(\\tau_0^2)r/(k-p)`, :math:`r = y-\\bar y`
+  (Sidik & Jonkman 2005; as metafor).
 * ML / REML: Fisher scoring, steps :math:`(y'PPy-\\mathrm{tr}W)/\\mathrm{tr}(WW)` and
   :math:`(y'PPy-\\mathrm{tr}P)/\\mathrm{tr}(PP)` (Viechtbauer 2005).
 * PM: root of :math:`y'P(\\tau^2)y = k-p` (Paule & Mandel 1982), by Brent's method.
@@ -67,6 +68,7 @@ from scipy import optimize, stats
 
 from bayesmeta import results as _results
 from bayesmeta.effect_sizes import SCALE, continuity_correct
+from bayesmeta.io import MIN_VARIANCE
 from bayesmeta.exceptions import (ConvergenceWarning, DataError, DataWarning,
                                   EstimationError)
 
@@ -336,8 +338,9 @@ class _WLS:
     def trP(self) -> float:
         w = self.w
         if self._intercept:
-            sw = float(w.sum())
-            return sw - float(w @ w) / sw
+            # P_ii = w_i (sum of the other weights) / sum w: no subtraction, so a study
+            # 1e12 times more precise than the rest cannot cancel the others away
+            return float(w @ _others(w)) / float(w.sum())
         return float(w.sum() - np.trace(self.vb @ self._m(2)))
 
     @property
@@ -345,11 +348,22 @@ class _WLS:
         w = self.w
         w2 = w * w
         if self._intercept:
+            # sum_i P_ii² + sum_{i != j} P_ij² with P_ij = -w_i w_j / sum w, as sums of
+            # positive terms (the expanded form s2 - 2 s3/sw + (s2/sw)² cancels to 0 or below
+            # when one weight dominates)
             sw = float(w.sum())
-            s2 = float(w2.sum())
-            return s2 - 2.0 * float(w2 @ w) / sw + (s2 / sw) ** 2
+            return float(w2 @ (_others(w) ** 2 + _others(w2))) / (sw * sw)
         a = self.vb @ self._m(2)
         return float(w2.sum() - 2.0 * np.trace(self.vb @ self._m(3)) + np.sum(a * a.T))
+
+
+def _others(x: np.ndarray) -> np.ndarray:
+    """For each i, the sum of x_j over j != i, as a sum of the terms before and after i (exact
+    for positive x, where ``x.sum() - x`` loses every digit of the small terms)."""
+    c = np.cumsum(x)
+    before = np.concatenate(([0.0], c[:-1]))
+    after = np.concatenate((np.cumsum(x[::-1])[::-1][1:], [0.0]))
+    return before + after
 
 
 def _wls(y, v, X, tau2) -> _WLS:
@@ -389,7 +403,7 @@ def _qgen(y, v, X, tau2):
 
 
 def _ols_parts(y, v, X):
-    """Unweighted fit (HE, SJ): y'P_I y and tr(P_I V) with P_I = I - X(X'X)^{-1}X'."""
+    """Unweighted fit (HE): y'P_I y and tr(P_I V) with P_I = I - X(X'X)^{-1}X'."""
     if X.shape[1] == 1 and bool(np.all(X == 1.0)):
         e = y - y.mean()
         h = np.full(y.size, 1.0 / y.size)
@@ -445,10 +459,16 @@ def _tau2(y, v, X, method, control):
         rss, trpv = _ols_parts(y, v, X)
         return max(0.0, (rss - trpv) / (k - p)), True, 0, math.nan
     if method == "SJ":
-        t0 = _ols_parts(y, v, X)[0] / k
+        # initial value: the variance of the estimates about their plain mean, whatever the
+        # moderators (Sidik & Jonkman 2005's crude start; metafor does the same); then one
+        # weighted step with the model matrix: t0 * r'P(t0) r / (k - p), with r = y - mean(y)
+        # (r'Pr = y'Py when X has an intercept, since P annihilates the columns of X)
+        r = y - y.mean()
+        t0 = float(r @ r) / k
         if t0 <= 0:
             return 0.0, True, 0, math.nan
-        return max(0.0, t0 * _qgen(y, v, X, t0) / (k - p)), True, 0, math.nan
+        fr = _wls(r, v, X, t0)
+        return max(0.0, t0 * fr.ypy / (k - p)), True, 0, math.nan
     if method == "PM":
         target = k - p
         if Q <= target:
@@ -556,6 +576,13 @@ def _prepare(yi, vi, studies, *, allow_missing=True):
         raise DataError(f"sampling variance vi must be finite and > 0, got "
                         f"{v[bad_v[0]]} ({studies[bad_v[0]]})", row=int(bad_v[0]) + 2,
                         column="vi", fix="check the SDs/counts or supply sei > 0")
+    tiny = np.flatnonzero(~miss & (v < MIN_VARIANCE))
+    if tiny.size:
+        i = int(tiny[0])
+        raise DataError(f"sampling variance vi = {v[i]:.3g} is too small to compute with (its "
+                        f"inverse weight overflows; vi must be >= {MIN_VARIANCE:g}) "
+                        f"({studies[i]})", row=i + 2, column="vi",
+                        fix="check the value against the source (a lost exponent?)")
     if miss.any():
         names = ", ".join(s for s, m in zip(studies, miss) if m)
         warnings.warn(f"{int(miss.sum())} stud{'y' if miss.sum() == 1 else 'ies'} with missing "

@@ -33,6 +33,8 @@ import pandas as pd
 from scipy.special import gammaln
 
 from bayesmeta.exceptions import DataError, DataWarning
+from bayesmeta.io import MIN_VARIANCE
+from bayesmeta.redundant import check_redundant_columns
 
 MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
 BINARY = ("OR", "RR", "RD", "PETO")
@@ -128,6 +130,25 @@ def _two_by_two(df, file=None):
         _check(x < 0, df, col, f"{name} must be a count >= 0", file)
         _check(np.abs(x - np.round(x)) > 1e-9, df, col, f"{name} must be a whole number", file)
     return ai, bi, ci, di
+
+
+def _refuse_tiny_variance(df, vi, measure, file=None):
+    """A sampling variance below :data:`bayesmeta.io.MIN_VARIANCE` (e.g. ``vi = 1e-320``, or an
+    SD of 1e-60) makes the inverse-variance weights overflow: refuse the row."""
+    tiny = np.flatnonzero(np.isfinite(vi) & (vi < MIN_VARIANCE))
+    if not tiny.size:
+        return
+    i = int(tiny[0])
+    col = {"MD": "sd1i", "SMD": "sd1i", "MC": "sdi"}.get(
+        measure, "vi" if "vi" in df.columns else ("sei" if "sei" in df.columns else None))
+    rows = df.attrs.get("rows")
+    row = rows[i] if rows is not None and len(rows) == len(df) else i + 2
+    label = f" (study {df['study'].iloc[i]!r})" if "study" in df.columns else ""
+    raise DataError(f"sampling variance {vi[i]:.3g} is too small to compute with (its inverse "
+                    f"weight overflows; vi must be >= {MIN_VARIANCE:g}){label}", file=file,
+                    row=row, column=col,
+                    fix="Check the value against the source: a variance this small is a typing "
+                        "error (a lost exponent?), not a measurement.")
 
 
 def continuity_correct(ai, bi, ci, di, *, cc=0.5, cc_policy="only0", drop00=False,
@@ -256,6 +277,7 @@ def escalc(measure: str, data=None, *, cc: float = 0.5, cc_policy: str = "only0"
         df[k_] = np.atleast_1d(np.asarray(v))
     labels = _labels(df)
     k = len(df)
+    check_redundant_columns(df, measure, file=file)
 
     if measure in ("MD", "SMD"):
         m1, s1, n1, m2, s2, n2 = (_num(df, c, file) for c in REQUIRED[measure])
@@ -328,6 +350,7 @@ def escalc(measure: str, data=None, *, cc: float = 0.5, cc_policy: str = "only0"
 
     yi = np.asarray(yi, dtype=float)
     vi = np.asarray(vi, dtype=float)
+    _refuse_tiny_variance(df, vi, measure, file)
     miss = np.isnan(yi) | np.isnan(vi)
     if measure not in BINARY:
         if miss.any():

@@ -44,7 +44,9 @@ Stenger F (1993). Numerical Methods Based on Sinc and Analytic Functions. Spring
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -53,7 +55,8 @@ import pandas as pd
 from scipy import special
 
 from bayesmeta import results
-from bayesmeta.exceptions import DataError, EstimationError, SpecError
+from bayesmeta.checks import posterior_outside_data
+from bayesmeta.exceptions import DataError, DataWarning, EstimationError, SpecError
 from bayesmeta.priors import Flat, MuPrior, Normal, TauPrior
 
 __all__ = ["ExactResult", "fit_exact", "fit_batch", "FixedTau"]
@@ -394,6 +397,8 @@ class ExactResult:
     prior_note: str
     _grid: _Grid = field(repr=False)
     _map: object = field(repr=False)
+    #: findings about the fit (e.g. :func:`bayesmeta.checks.posterior_outside_data`), printed
+    notes: tuple = ()
 
     # ---- basic properties --------------------------------------------------------------
     @property
@@ -675,7 +680,7 @@ class ExactResult:
                "bayes_factor_mu0": self.bayes_factor_mu0,
                "bayes_factor_tau0": self.bayes_factor_tau0,
                "mu_prior": str(self.mu_prior), "tau_prior": str(self.tau_prior),
-               "prior_note": self.prior_note}
+               "prior_note": self.prior_note, "notes": list(self.notes)}
         if self.level != 0.95:
             out["note"] = "q025/q975 hold the level-{self.level} interval"
         return out
@@ -714,6 +719,7 @@ class ExactResult:
         if self.scale in ("logOR", "logRR", "logHR"):
             lines.append(f"estimates on the {self.scale} scale; exponentiate mu and its "
                          "interval for the ratio")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -814,11 +820,26 @@ def fit_exact(yi, sei=None, *, vi=None, tau_prior=None, mu_prior=None, labels=No
     if len(labels) != y.size:
         raise DataError(f"{len(labels)} labels for {y.size} studies")
     m0, p0 = (0.0, 0.0) if mu_prior.is_flat else (float(mu_prior.mean), 1 / mu_prior.sd ** 2)
-    grid, mp = _build_grid(tau_prior, y, s ** 2, m0, p0)
+    try:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+            grid, mp = _build_grid(tau_prior, y, s ** 2, m0, p0)
+    except (ArithmeticError, IndexError, ValueError) as err:
+        # priors (or data) at the edge of double precision: the quadrature cannot represent the
+        # posterior; say so in one line instead of failing somewhere inside it
+        raise EstimationError(
+            f"the exact posterior cannot be computed in double precision with mu ~ {mu_prior} "
+            f"and tau ~ {tau_prior} for these data ({type(err).__name__}: {err}). Use priors "
+            "on the scale of the data (e.g. the defaults).") from err
     meas = str(measure).upper()
-    return ExactResult(y=y, sei=s, labels=labels, mu_prior=mu_prior, tau_prior=tau_prior,
-                       level=float(level), measure=meas, scale=_SCALES.get(meas, meas),
-                       prior_note=prior_note, _grid=grid, _map=mp)
+    res = ExactResult(y=y, sei=s, labels=labels, mu_prior=mu_prior, tau_prior=tau_prior,
+                      level=float(level), measure=meas, scale=_SCALES.get(meas, meas),
+                      prior_note=prior_note, _grid=grid, _map=mp)
+    note = posterior_outside_data(y, *res.interval("mu", res.level), parameter="mu",
+                                  level=res.level, prior=mu_prior)
+    if note is not None:
+        warnings.warn(note, DataWarning, stacklevel=2)
+        res = dataclasses.replace(res, notes=res.notes + (note,))
+    return res
 
 
 def fit_batch(Y, S, *, tau_prior, mu_prior=None, level: float = 0.95,

@@ -55,6 +55,9 @@ __all__ = [
     "KNOWN_NUMERIC",
     "KNOWN_INTEGER",
     "suggest_column",
+    "check_role_values",
+    "is_missing_label",
+    "MIN_VARIANCE",
 ]
 
 #: metafor's vocabulary: always validated as numbers when present.
@@ -75,6 +78,10 @@ MEASURE_COLUMNS = {
     "GEN": (("yi", "vi"), ("yi", "sei")),
 }
 RATIO_MEASURES = ("OR", "RR", "HR", "IRR", "PETO")
+#: smallest sampling variance the engines compute with: inverse-variance weights w = 1/vi enter
+#: sums of w, w² and w³ (REML information), and w³ stays finite in double precision for
+#: vi >= 1e-100 (a smaller vi is a typing error, not a measurement).
+MIN_VARIANCE = 1e-100
 
 #: label columns: kept as text even when every value looks like a number (study ids 1, 2, ...)
 _LABELS = ("study", "subgroup", "author", "trt", "outcome")
@@ -129,16 +136,23 @@ def _decode(raw: bytes, file) -> str:
 
 
 def _split_rows(text: str, file):
-    """Rows of the CSV with their spreadsheet row numbers; blank lines are skipped."""
+    """Rows of the CSV with their spreadsheet row numbers; blank lines are skipped.
+
+    A row is a CSV record, numbered as a spreadsheet numbers it (blank records count, as a
+    spreadsheet shows them): a quoted cell holding a line break (a study name typed on two
+    lines) spans two text lines but is one row.
+    """
     reader = csv.reader(_io.StringIO(text, newline=""), strict=True)
     out = []
+    record = 0
     try:
         for fields in reader:
+            record += 1
             if not fields or all(not f.strip() for f in fields):
                 continue
-            out.append((reader.line_num, fields))
+            out.append((record, fields))
     except csv.Error as err:
-        raise DataError(f"cannot parse CSV: {err}", file=file, row=reader.line_num,
+        raise DataError(f"cannot parse CSV: {err}", file=file, row=record + 1,
                         fix="Check for an unbalanced double quote.") from None
     return out
 
@@ -437,6 +451,78 @@ def read_table(
 
 
 # ---------------------------------------------------------------------------------------------
+# role columns (study, time, subgroup, ...): every row needs a value
+# ---------------------------------------------------------------------------------------------
+def is_missing_label(v) -> bool:
+    """True for an empty role cell: None, NaN, blank, or a missing-value token (``NA``,
+    ``NaN``, ``n/a``, ``.``, ``null``, ``none``; any case)."""
+    if v is None or v is pd.NA:
+        return True
+    if isinstance(v, (float, np.floating)) and math.isnan(v):
+        return True
+    return str(v).strip().lower() in _MISSING
+
+
+def check_role_values(df: pd.DataFrame, columns: Iterable[str], *, file=None,
+                      missing_level: str | None = None, where=None,
+                      fix: str | None = None) -> pd.DataFrame:
+    """Every row must have a value in each role column (study, time, subgroup, a ``--by``
+    column): an empty cell (or ``NA``, ``NaN``, ``.``, ``null``, ``none``) would otherwise become
+    a level of its own (a subgroup ``''``), silently changing the structure of the analysis.
+
+    Parameters
+    ----------
+    df : DataFrame (``attrs["rows"]`` give the spreadsheet rows named in messages).
+    columns : role columns to check; empty names and columns not in ``df`` are skipped.
+    file : file name for messages (default ``df.attrs["file"]``).
+    missing_level : if given, missing cells become this explicit level instead of an error
+        (the user asked for it, e.g. ``"unknown"``); the returned frame is a copy.
+    where : optional boolean mask: only these rows need a value (e.g. study rows of a table
+        whose pooled rows legitimately leave the subgroup empty).
+    fix : the remedy named in the message (default: fill in the cell or remove the row).
+
+    Returns
+    -------
+    ``df`` itself (nothing missing) or a copy with the explicit level filled in.
+
+    Raises
+    ------
+    DataError
+        Naming the file, the row and the column of the first missing value and how many more.
+    """
+    file = file or df.attrs.get("file")
+    rows = _rows_of(df)
+    out = df
+    mask_rows = np.ones(len(df), bool) if where is None else np.asarray(where, bool)
+    for c in columns:
+        if not c or c not in df.columns:
+            continue
+        miss = np.array([is_missing_label(v) for v in df[c]], bool) & mask_rows
+        if not miss.any():
+            continue
+        if missing_level is not None:
+            if out is df:
+                out = df.copy()
+                out.attrs = dict(df.attrs)
+            col = out[c].astype(object).copy()
+            col[miss] = missing_level
+            out[c] = col
+            continue
+        idx = np.flatnonzero(miss)
+        i = int(idx[0])
+        label = f" (study {df['study'].iloc[i]!r})" if "study" in df.columns and c != "study" \
+            else ""
+        more = f"; {idx.size - 1} more row(s) likewise" if idx.size > 1 else ""
+        raw = df[c].iloc[i]
+        shown = "" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else str(raw)
+        raise DataError(
+            f"missing value {shown!r} in role column {c!r}{label}{more}: an empty cell would "
+            f"become a level of its own", file=file, row=rows[i], column=c,
+            fix=fix or f"Fill in the {c} of every row, or remove the row.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # measure-specific validation
 # ---------------------------------------------------------------------------------------------
 def measure_columns(measure: str, columns: Iterable[str] = ()) -> tuple[str, ...]:
@@ -565,6 +651,15 @@ def validate_measure_columns(df: pd.DataFrame, measure: str, *, file=None) -> pd
                    problem=lambda x: f"{v} must be > 0, got {x}",
                    fix="A study needs a positive sampling variance (or SE): check the value "
                        "against the source (a rounded 0? a sign lost?), or remove the row.")
+        floor = MIN_VARIANCE if v == "vi" else math.sqrt(MIN_VARIANCE)
+        _fail_rows(df, vals[v] < floor, file=file, column=v, rows=rows,
+                   problem=lambda x: f"{v} = {x} is too small to compute with (its inverse "
+                                     f"weight overflows; {v} must be >= {floor:g})",
+                   fix="Check the value against the source: a sampling variance this small "
+                       "is a typing error (a lost exponent?), not a measurement.")
+    from bayesmeta.redundant import check_redundant_columns
+
+    check_redundant_columns(df, m, file=file)
     return df
 
 
@@ -574,13 +669,16 @@ def validate_published(
     measure: str | None = None,
     file=None,
     allow_outside_ci: bool = False,
+    analysis_measure: str | None = None,
 ) -> pd.DataFrame:
     """Check a table of published estimates with ``estimate, ci_low, ci_high``.
 
     CI bounds reversed (low > high) and a ratio estimate or bound <= 0 are always errors. An
     estimate outside its CI is an error unless ``allow_outside_ci`` (audit mode): then the row is
     kept and the returned copy has a ``finding`` column saying so. The measure is ``measure`` or
-    a per-row ``measure`` column (ratio measures: OR, RR, HR, IRR, PETO).
+    a per-row ``measure`` column (ratio measures: OR, RR, HR, IRR, PETO). With
+    ``analysis_measure`` (the measure the rows are analysed as), a row whose own measure is on
+    the other scale (an MD row in an OR analysis: ratio vs difference) is an error.
     """
     file = file or df.attrs.get("file")
     rows = _rows_of(df)
@@ -599,6 +697,15 @@ def validate_published(
         ratio = df["measure"].astype(str).str.upper().isin(RATIO_MEASURES).to_numpy()
     else:
         ratio = np.zeros(len(df), bool)
+    if analysis_measure is not None and "measure" in df.columns:
+        want = str(analysis_measure).upper() in RATIO_MEASURES
+        row_ratio = df["measure"].astype(str).str.strip().str.upper().isin(RATIO_MEASURES)
+        _fail_rows(df, row_ratio.to_numpy() != want, file=file, column="measure", rows=rows,
+                   problem=lambda v: f"row measure {v!r} is "
+                                     f"{'not ' if want else ''}a ratio measure, but the rows "
+                                     f"are analysed as {str(analysis_measure).upper()}",
+                   fix="Analyse ratio measures (OR, RR, HR) and differences (MD, RD) in "
+                       "separate specs, or correct the measure column.")
     for c, x in (("estimate", est), ("ci_low", lo), ("ci_high", hi)):
         _fail_rows(df, ~np.isfinite(x) & ~np.isnan(x), file=file, column=c, rows=rows,
                    problem=lambda v: f"value {v!r} is not finite", fix="Enter a finite number.")
@@ -608,6 +715,9 @@ def validate_published(
     _fail_rows(df, lo > hi, file=file, column="ci_low", rows=rows,
                problem=lambda v: f"CI lower bound {v} is above the upper bound",
                fix="Swap ci_low and ci_high, or check for a lost minus sign.")
+    from bayesmeta.redundant import check_published_redundant
+
+    check_published_redundant(df, ratio, file=file)
     outside = (est < lo) | (est > hi)
     if outside.any() and not allow_outside_ci:
         i = int(np.flatnonzero(outside)[0])

@@ -60,6 +60,7 @@ import xarray as xr
 from bayesmeta import results
 from bayesmeta.diagnostics import Convergence, check_convergence
 from bayesmeta.exceptions import DataError, DataWarning, EstimationError, SpecError
+from bayesmeta.io import check_role_values, is_missing_label
 
 __all__ = [
     "SamplerSettings", "PosteriorResult", "MCMCResult", "fit_nnhm", "fit_binomial_normal", "fit_nested",
@@ -767,6 +768,16 @@ def _prepare_nested(data, overlap: str) -> pd.DataFrame:
     if bad:
         raise DataError(f"Invalid row_kind {bad}: must be one of {list(ROW_KINDS)}.",
                         column="row_kind")
+    # every row needs a time; study rows need a subgroup once any study row has one (an empty
+    # cell would otherwise become the all-patients level, silently)
+    check_role_values(df, ["time"])
+    if "subgroup" in df:
+        study_rows = (df["row_kind"] == "study").to_numpy()
+        named = np.array([not is_missing_label(v) for v in df["subgroup"]], bool)
+        if (named & study_rows).any():
+            check_role_values(df, ["subgroup"], where=study_rows,
+                              fix="Fill in the subgroup of every study row, or leave it empty "
+                                  "on all of them (then the rows are all patients).")
     if "subgroup" not in df:
         df["subgroup"] = ALL_PATIENTS
     df["subgroup"] = [ALL_PATIENTS if (pd.isna(v) or str(v).strip() == "") else str(v)

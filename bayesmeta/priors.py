@@ -47,6 +47,7 @@ import numpy as np
 from scipy import special, stats
 
 from bayesmeta.exceptions import SpecError
+from bayesmeta.prior_scale import covering_scale, data_scale
 
 __all__ = [
     "Prior", "MuPrior", "TauPrior",
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 _LOG2 = math.log(2.0)
+#: largest prior location/scale accepted: its square (1e300) is still a finite double
+_HUGE = 1e150
+_LOG_TAU2_MAX = 460.0
 
 
 def _fmt(v) -> str:
@@ -70,6 +74,9 @@ def _check_finite(cls, **values):
     for k, v in values.items():
         if not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v):
             raise SpecError(f"{cls}: {k} must be a finite number, got {v!r}")
+        if abs(v) > _HUGE:  # its square must stay a finite double
+            raise SpecError(f"{cls}: {k} must be at most {_HUGE:g} in absolute value, got {v!r}",
+                            fix=f"give {k} on the analysis scale")
 
 
 def _check_positive(cls, **values):
@@ -78,6 +85,17 @@ def _check_positive(cls, **values):
         if v <= 0:
             raise SpecError(f"{cls}: {k} must be > 0, got {v!r}",
                             fix=f"give a positive {k}")
+        if v < 1.0 / _HUGE:
+            raise SpecError(f"{cls}: {k} must be at least {1.0 / _HUGE:g}, got {v!r}",
+                            fix=f"give {k} on the analysis scale")
+
+
+def _check_log_location(cls, mean):
+    """A location on the log(tau²) scale: |mean| <= 460 keeps tau within 1e-100..1e100."""
+    if abs(mean) > _LOG_TAU2_MAX:
+        raise SpecError(f"{cls}: mean of log(tau²) must be within ±{_LOG_TAU2_MAX:g}, got "
+                        f"{mean!r} (tau = exp(mean/2) would be beyond 1e±100)",
+                        fix="give the mean of log(tau²), e.g. -2.56 (Turner et al. 2015)")
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,10 @@ class Normal(MuPrior):
     source: str = field(default="", compare=False)
 
     def __post_init__(self):
+        if isinstance(self.sd, (int, float)) and math.isfinite(self.sd) and self.sd > _HUGE:
+            raise SpecError(f"Normal: sd must be at most {_HUGE:g}, got {self.sd!r} (its square "
+                            "overflows double precision)",
+                            fix="use 'flat' for a prior that is flat over every value")
         _check_finite("Normal", mean=self.mean)
         _check_positive("Normal", sd=self.sd)
 
@@ -373,6 +395,7 @@ class LogNormalTau2(TauPrior):
 
     def __post_init__(self):
         _check_finite("LogNormalTau2", mean=self.mean)
+        _check_log_location("LogNormalTau2", self.mean)
         _check_positive("LogNormalTau2", sd=self.sd)
 
     def logpdf_tau(self, tau):
@@ -415,6 +438,7 @@ class LogStudentTTau2(TauPrior):
 
     def __post_init__(self):
         _check_finite("LogStudentTTau2", mean=self.mean)
+        _check_log_location("LogStudentTTau2", self.mean)
         _check_positive("LogStudentTTau2", nu=self.nu, scale=self.scale)
 
     @property
@@ -602,6 +626,22 @@ def unit_information_sd(vi, n=None) -> tuple[float, str]:
             f"sample sizes unknown: s_u = SE * sqrt(n) assuming n = {FALLBACK_N} per study")
 
 
+def _yi(data):
+    """The study estimates of ``data`` (column ``yi``), or None."""
+    if data is None or "yi" not in data:
+        return None
+    y = np.asarray(data["yi"], dtype=float)
+    y = y[np.isfinite(y)]
+    return y if y.size else None
+
+
+def _scale(vi, n) -> tuple[float, str]:
+    """(s, how): :func:`unit_information_sd`, or the median per-study unit-information SD when
+    a few very precise studies collapse it (:func:`bayesmeta.prior_scale.data_scale`)."""
+    c = data_scale(vi, n, fallback_n=FALLBACK_N)
+    return c.s, c.how
+
+
 def default_tau_prior(measure: str, data=None) -> tuple[TauPrior, str]:
     """Weakly informative default tau prior for ``measure``, and the reason (one sentence).
 
@@ -612,7 +652,10 @@ def default_tau_prior(measure: str, data=None) -> tuple[TauPrior, str]:
     * SMD: HalfNormal(0.5); the unit-information SD of an SMD is about 2, so this equals the
       scale-aware rule below with s_u = 2.
     * MD, MC, RD, GEN (no empirical prior exists): scale-aware HalfNormal(s_u / 4), where s_u is
-      the unit-information SD (:func:`unit_information_sd`). For a two-arm mean difference
+      the unit-information SD (:func:`unit_information_sd`; the median per-study SD, with a
+      warning, when a few very precise studies collapse it; at least a quarter of the range
+      of the ``yi`` when ``data`` has them: :mod:`bayesmeta.prior_scale`).
+      For a two-arm mean difference
       s_u ≈ 2 * outcome SD, so the scale is about half the outcome's SD: the same as HN(0.5) on
       the SMD scale. Our choice, following the unit-information reasoning of Röver et al. 2021.
       Needs ``data`` (``vi`` or ``sei``, optionally ``ni`` or ``n1i``/``n2i``).
@@ -632,7 +675,11 @@ def default_tau_prior(measure: str, data=None) -> tuple[TauPrior, str]:
         raise SpecError(f"{m}: the default tau prior is scale-aware and needs the studies' "
                         "sampling variances (vi or sei)",
                         fix="pass data with a vi or sei column, or give --tau-prior explicitly")
-    su, how = unit_information_sd(vi, n)
+    su, how = _scale(vi, n)
+    scale, raised = covering_scale(su, _yi(data), what="tau", factor=0.25)
+    if raised:
+        return (HalfNormal(scale, source=f"scale-aware default for {m}: {raised}"),
+                f"{m}: tau ~ HalfNormal({scale:.4g}): {raised} (s_u = {su:.4g}: {how})")
     prior = HalfNormal(su / 4.0, source=(f"scale-aware default for {m}: HalfNormal(s_u/4), "
                                          f"s_u = {su:.4g} ({how})"))
     reason = (f"{m}: no empirical heterogeneity prior exists for raw {m} outcomes, so "
@@ -656,7 +703,9 @@ def default_mu_prior(measure: str, data=None) -> tuple[MuPrior, str]:
     """Weakly informative mu prior: Normal(0, s_u) (unit-information prior on the effect).
 
     log-OR/RR: Normal(0, 4) (s_u of a log-OR with event rate 0.5 is 4); SMD: Normal(0, 2);
-    MD-type: Normal(0, s_u) from data; Flat() if no data is given for an MD-type measure.
+    MD-type: Normal(0, s_u) from data (the median per-study SD when a few very precise studies
+    collapse s_u, and at least max |yi| when ``data`` has ``yi``, each with a warning:
+    :mod:`bayesmeta.prior_scale`); Flat() if no data is given for an MD-type measure.
     """
     m = _norm_measure(measure)
     if m in _RATIO:
@@ -668,7 +717,11 @@ def default_mu_prior(measure: str, data=None) -> tuple[MuPrior, str]:
     vi, n = _extract(data)
     if vi is None:
         return Flat(source="no data to scale a proper prior"), "mu ~ flat (no data for scale)"
-    su, how = unit_information_sd(vi, n)
+    su, how = _scale(vi, n)
+    scale, raised = covering_scale(su, _yi(data), what="mu")
+    if raised:
+        return (Normal(0.0, scale, source=f"unit-information prior, widened: {raised}"),
+                f"mu ~ Normal(0, {scale:.4g}): {raised} (s_u = {su:.4g}: {how})")
     return (Normal(0.0, su, source=f"unit-information prior, s_u = {su:.4g} ({how})"),
             f"mu ~ Normal(0, s_u = {su:.4g}): unit-information prior ({how})")
 
@@ -721,7 +774,7 @@ def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple
     su = None
     if m not in _RATIO and m != "SMD":
         vi, n = _extract(data)
-        su = unit_information_sd(vi, n)[0] if vi is not None else None
+        su = _scale(vi, n)[0] if vi is not None else None
     sets: dict[str, tuple[MuPrior, TauPrior]] = {"weakly_informative": (mu_wi, tau_wi)}
     if m in _RATIO or m == "SMD" or su is not None:
         d = _delta(m, su)

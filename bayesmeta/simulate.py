@@ -45,6 +45,7 @@ import pandas as pd
 
 from bayesmeta import batch, priors
 from bayesmeta.exceptions import SpecError
+from bayesmeta.outdir import claim_dir, write_atomic
 
 __all__ = ["SimulationConfig", "SCALES", "simulate", "summarise", "plot_coverage",
            "coverage_figure",
@@ -84,6 +85,11 @@ class SimulationConfig:
             raise SpecError(f"Invalid tau {self.taus!r}: must be >= 0.")
         if self.chunk_size < 1:
             raise SpecError(f"Invalid chunk_size {self.chunk_size!r}: must be >= 1.")
+        if self.taus is not None and not all(math.isfinite(t) for t in self.taus):
+            raise SpecError(f"Invalid tau {self.taus!r}: must be finite.")
+        if not (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed < 2**128):
+            raise SpecError(f"Invalid seed {self.seed!r}: must be a whole number in "
+                            "[0, 2**128).", fix="Use e.g. --seed 1.")
 
     def scenarios(self) -> list[dict]:
         out = []
@@ -326,19 +332,22 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
     done = {}
     chunk_dir = None
     if out is not None:
-        out = Path(out)
+        out = _claim_out(out)
         chunk_dir = out / "chunks"
-        chunk_dir.mkdir(parents=True, exist_ok=True)
         cfile = out / "config.json"
         meta = dict(config=asdict(cfg), digest=cfg.digest())
         if cfile.exists():
-            old = json.loads(cfile.read_text())
-            if old.get("digest") != cfg.digest():
+            old_digest = _read_config(cfile).get("digest")
+            if old_digest != cfg.digest():
                 raise SpecError(f"{out} holds chunks of a different simulation (config digest "
-                                f"{old.get('digest')} != {cfg.digest()})",
+                                f"{old_digest} != {cfg.digest()})",
                                 fix="use another --out folder or delete that one")
-        else:
-            cfile.write_text(json.dumps(meta, indent=2, default=list))
+        chunk_dir.mkdir(parents=True, exist_ok=True)
+        if not (out / MARKER).exists():
+            (out / MARKER).write_text("written by `bayesmeta simulate`; resumed by the next run "
+                                      "with the same settings\n", encoding="utf-8")
+        if not cfile.exists():
+            write_atomic(cfile, json.dumps(meta, indent=2, default=list))
         ids = {c["id"] for c in chunks}
         for f in chunk_dir.glob("*.json"):
             try:
@@ -401,12 +410,45 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
                            n_run=n_run, seconds=seconds, workers=nw, mode=mode,
                            complete=complete)
     if out is not None:
-        table.to_csv(out / "coverage.csv", index=False)
-        (out / "coverage.json").write_text(table.to_json(orient="records", indent=1))
+        write_atomic(out / "coverage.csv", table.to_csv(index=False))
+        write_atomic(out / "coverage.json", table.to_json(orient="records", indent=1))
         res.files = {"csv": out / "coverage.csv", "json": out / "coverage.json"}
         if figure and len(table):
-            res.files["figure"] = plot_coverage(table, out / "coverage.png", cfg.level)
-        (out / "timing.json").write_text(json.dumps(dict(
+            tmp = out / f".coverage-{os.getpid()}.tmp.png"
+            plot_coverage(table, tmp, cfg.level)
+            os.replace(tmp, out / "coverage.png")
+            res.files["figure"] = out / "coverage.png"
+        write_atomic(out / "timing.json", json.dumps(dict(
             n_meta_total=res.n_meta, n_meta_this_run=n_run, seconds=seconds, workers=nw,
             mode=mode, meta_per_second=res.throughput, complete=complete), indent=1))
     return res
+
+
+#: marker file of a simulation output folder (:func:`bayesmeta.outdir.claim_dir`)
+MARKER = ".bayesmeta-simulation"
+
+
+def _legacy_out(folder: Path) -> bool:
+    """A folder written before the marker existed: ``config.json`` beside ``chunks/``."""
+    return (folder / "config.json").is_file() and (folder / "chunks").is_dir()
+
+
+def _claim_out(out) -> Path:
+    """The real output folder (symlinks resolved); refuses a folder that is not ours."""
+    return claim_dir(out, marker=MARKER, option="--out", what="simulation folder",
+                     legacy=_legacy_out)
+
+
+def _read_config(cfile: Path) -> dict:
+    """``config.json`` of a previous run; a damaged file is one clear error, never a crash."""
+    try:
+        meta = json.loads(cfile.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SpecError(f"{cfile} is damaged ({err.__class__.__name__}: {err}); it records "
+                        "which simulation the chunks in that folder belong to",
+                        fix="delete the folder (or the file, to start the simulation afresh) "
+                            "or choose another --out") from None
+    if not isinstance(meta, dict):
+        raise SpecError(f"{cfile} is damaged: expected a JSON object, got "
+                        f"{type(meta).__name__}", fix="delete the folder or choose another --out")
+    return meta

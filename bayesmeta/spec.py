@@ -268,9 +268,6 @@ def _check_type(value, key: Key) -> bool:
     return isinstance(value, key.types)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 class _Validator:
     def __init__(self, path: Path | None, text: str):
         self.path, self.text = path, text
@@ -340,16 +337,7 @@ class _Validator:
                 v = self.rule(sec, k, v)
             if float in key.types and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise self.error(f"Invalid {k} {v!r}: must be a finite number", section=sec,
-                                 key=k)
-            for text in (v if isinstance(v, tuple) else (v,)):
-                if isinstance(text, str) and _CONTROL.search(text):
-                    raise self.error(f"Invalid {k}: contains a control character",
-                                     section=sec, key=k, fix="Remove it.")
-                if isinstance(text, float) and not math.isfinite(text):
-                    raise self.error(f"Invalid {k}: {text!r} is not a finite number",
-                                     section=sec, key=k)
+            self.values(sec, k, v)
             if key.choices is not None and v not in key.choices:
                 sug = _suggest(str(v), [c for c in key.choices if c])
                 if sug is None and isinstance(v, str):
@@ -366,6 +354,33 @@ class _Validator:
                                  fix=f"Add {k} = ... ({key.doc}).")
         return values
 
+    def values(self, sec: str, k: str, v):
+        """Values no analysis can use: a number that is not finite, a count beyond
+        :data:`_LIMITS`, a string with control characters (free text may span lines)."""
+        from bayesmeta.textsafe import has_control, terminal_safe
+
+        items = v if isinstance(v, (list, tuple)) else (
+            [x for vals in v.values() for x in vals] if isinstance(v, dict) else (v,))
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise self.error(f"Invalid {k} {item!r}: must be a finite number", section=sec,
+                                 key=k, fix="Give a number (inf and nan are not values).")
+            if isinstance(item, int) and not isinstance(item, bool) and (sec, k) in _LIMITS:
+                top = _LIMITS[(sec, k)]
+                if item > top:
+                    raise self.error(f"Invalid {k} {item}: must be <= {top:,}", section=sec,
+                                     key=k, fix=f"Use at most {top:,} ({k} is a count per "
+                                                "chain or per run; more cannot finish).")
+            if isinstance(item, str):
+                bad = has_control(item, newlines=k in _FREE_TEXT)
+                if bad is not None:
+                    raise self.error(
+                        f"Invalid {k} '{terminal_safe(item, newlines=False)}': contains the "
+                        f"control character '{terminal_safe(bad, newlines=False)}'",
+                        section=sec, key=k,
+                        fix="Remove it (an escape sequence pasted from a terminal?); only "
+                            "printable text is allowed.")
+
     def rule(self, sec: str, k: str, table: dict) -> dict:
         """A row rule ``{column = [values]}``: values are arrays of strings or numbers."""
         out = {}
@@ -378,6 +393,50 @@ class _Validator:
                                      "string or a number", section=sec, key=k)
             out[str(col)] = tuple(vals)
         return out
+
+
+    def values(self, sec: str, k: str, v):
+        """Values no analysis can use, whatever the kind: a number that is not finite, a count
+        beyond :data:`_LIMITS`, a string with control characters."""
+        from bayesmeta.textsafe import has_control, terminal_safe
+
+        for item in (v if isinstance(v, (list, tuple)) else (v,)):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise self.error(f"Invalid {k} {item!r}: must be a finite number", section=sec,
+                                 key=k, fix="Give a number (inf and nan are not values).")
+            if isinstance(item, int) and not isinstance(item, bool) and (sec, k) in _LIMITS:
+                top = _LIMITS[(sec, k)]
+                if item > top:
+                    raise self.error(f"Invalid {k} {item}: must be <= {top:,}", section=sec,
+                                     key=k, fix=f"Use at most {top:,} ({k} is a count per "
+                                                "chain or per run; more cannot finish).")
+            if isinstance(item, str):
+                bad = has_control(item, newlines=k in _FREE_TEXT)
+                if bad is not None:
+                    raise self.error(
+                        f"Invalid {k} '{terminal_safe(item, newlines=False)}': contains the "
+                        f"control character '{terminal_safe(bad, newlines=False)}'",
+                        section=sec, key=k,
+                        fix="Remove it (an escape sequence pasted from a terminal?); only "
+                            "printable text is allowed.")
+
+
+#: upper bounds of counts (the lower bounds are checked with the settings they constrain)
+_LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
+           ("sampling", "fast_draws"): 10**6, ("sampling", "fast_tune"): 10**6,
+           ("sampling", "chains"): 64, ("simulation", "n_per_cell"): 10**7,
+           ("simulation", "fast_n_per_cell"): 10**7, ("report", "new_trial_n"): 10**9}
+#: free-text keys, which may span several lines
+_FREE_TEXT = ("description", "notes", "rationale", "control_survival_source")
+
+
+#: upper bounds of counts (the lower bounds are checked with the settings they constrain)
+_LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
+           ("sampling", "fast_draws"): 10**6, ("sampling", "fast_tune"): 10**6,
+           ("sampling", "chains"): 64, ("simulation", "n_per_cell"): 10**7,
+           ("simulation", "fast_n_per_cell"): 10**7, ("report", "new_trial_n"): 10**9}
+#: free-text keys, which may span several lines
+_FREE_TEXT = ("description", "notes", "rationale", "control_survival_source")
 
 
 def _check_prior(v: _Validator, sec: str, key: str, text: str, kind: str):

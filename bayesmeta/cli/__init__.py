@@ -9,6 +9,7 @@ help pieces (examples, measure columns, one-line errors) are in :mod:`bayesmeta.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import math
 import os
@@ -17,6 +18,7 @@ import warnings
 
 from bayesmeta.cli._help import Parser, epilog, wrap
 from bayesmeta.exceptions import BayesMetaError
+from bayesmeta.textsafe import SafeStream, terminal_safe
 
 COMMANDS = ("classical", "bayes", "run", "simulate", "datasets", "validate")
 
@@ -63,36 +65,63 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    def _showwarning(message, category, filename, lineno, file=None, line=None):
-        print(f"warning: {message}", file=sys.stderr)
-    warnings.showwarning = _showwarning
+
+def _stdout_closed(err: OSError) -> bool:
+    return isinstance(err, BrokenPipeError) or err.errno == errno.EPIPE
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
     try:
-        return int(args.func(args) or 0)
-    except BayesMetaError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        # disk full, permission denied, a path component that is a file, ...: one line, exit 2
-        if args.debug:
-            raise
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        what = err.strerror or str(err)
-        print(f"error: cannot read or write{where}: {what}. Check the path, permissions and "
-              "free disk space.", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # stdout closed early (e.g. `bayesmeta datasets list | head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no real file descriptor
+        pass
+
+
+def main(argv=None) -> int:
+    """Run one command. Everything it prints passes through
+    :func:`bayesmeta.textsafe.terminal_safe` (labels from the user's files cannot send escape
+    sequences to the terminal); an error or warning is one line."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+
+    def _showwarning(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {terminal_safe(message, newlines=False)}", file=sys.stderr)
+
+    saved = warnings.showwarning, sys.stdout, sys.stderr
+    warnings.showwarning = _showwarning
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
+    try:
+        try:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed stdout shows here, not at interpreter exit
+            return code
+        except BayesMetaError as err:
+            if args.debug:
+                raise
+            print(f"error: {terminal_safe(err, newlines=False)}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            if _stdout_closed(err):
+                # the reader stopped early (e.g. `bayesmeta datasets list | head`): not an error
+                _silence_stdout()
+                return 0
+            # disk full, permission denied, a path component that is a file, ...: one line
+            if args.debug:
+                raise
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            what = err.strerror or str(err)
+            print(terminal_safe(f"error: cannot read or write{where}: {what}. Check the path, "
+                                "permissions and free disk space.", newlines=False),
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+    finally:
+        warnings.showwarning = saved[0]
+        sys.stdout, sys.stderr = saved[1], saved[2]
 
 
 if __name__ == "__main__":  # pragma: no cover

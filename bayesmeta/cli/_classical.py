@@ -4,7 +4,7 @@ Scripting contract::
 
     bayesmeta classical DATA.csv --measure {MD,SMD,OR,RR,RD,PETO,MC,GEN}
         [--method {FE,MH,PETO,DL,REML,ML,PM,HE,SJ,EB,HS}] [--test {z,knha}] [--by COLUMN]
-        [--preset {revman5,revman_web}] [--level P] [--log] [--json]
+        [--missing-level LABEL] [--preset {revman5,revman_web}] [--level P] [--log] [--json]
 
 Input columns use metafor's names (MD/SMD: m1i sd1i n1i m2i sd2i n2i; OR/RR/RD/PETO: ai n1i ci
 n2i or ai bi ci di; MC: mi sdi ni; GEN: yi with vi or sei; optional ``study``). ``--json``
@@ -72,6 +72,9 @@ def add_parser(subparsers):
                    help="confidence level of the intervals, between 0 and 1 (default 0.95)")
     p.add_argument("--by", metavar="COLUMN", default=None,
                    help="subgroup column: per-level results and test for subgroup differences")
+    p.add_argument("--missing-level", metavar="LABEL", default=None,
+                   help="with --by: rows with an empty subgroup cell form the level LABEL "
+                        "(default: an empty cell is an error)")
     p.add_argument("--preset", choices=("revman5", "revman_web"), default=None,
                    help="reproduce RevMan 5 (DL, z, RevMan's MH) or RevMan Web (REML, "
                         "Knapp-Hartung) defaults")
@@ -152,7 +155,8 @@ def run(args) -> int:
     from scipy import stats
 
     from bayesmeta.exceptions import DataError
-    from bayesmeta.io import read_table, suggest_column, validate_measure_columns
+    from bayesmeta.io import (check_role_values, read_table, suggest_column,
+                              validate_measure_columns)
 
     m = args.measure
     method = args.method or ("PETO" if m == "PETO" else "DL" if args.preset == "revman5"
@@ -183,6 +187,13 @@ def run(args) -> int:
                         fix=(f"Did you mean --by {sug}?" if sug else
                              "Give --by the header of the subgroup column (or add that "
                              "column to the file)."))
+    if args.missing_level is not None and not args.by:
+        return _fail("--missing-level applies to the --by column; add --by COLUMN")
+    if args.by:
+        df = check_role_values(
+            df, [args.by], file=args.data, missing_level=args.missing_level,
+            fix=f"Fill in the {args.by} of every row, remove the row, or name the level of "
+                "such rows with --missing-level LABEL.")
     if method in ("MH", "PETO") and args.preset == "revman_web":
         test = "z"
     with warnings.catch_warnings():
@@ -193,11 +204,6 @@ def run(args) -> int:
         text_out = [_text(res, args.log)]
         if args.by:
             g = df[args.by].astype(str)
-            if (df[args.by].isna()).any():
-                i = int(df[args.by].isna().to_numpy().nonzero()[0][0])
-                rows = df.attrs.get("rows")
-                raise DataError("missing subgroup label", file=args.data,
-                                row=rows[i] if rows else i + 2, column=args.by)
             subs = {}
             for lev in dict.fromkeys(g):
                 part = df[(g == lev).to_numpy()].reset_index(drop=True)
