@@ -234,17 +234,16 @@ class Design:
         if df.empty:
             raise DataError("no rows left after the include/exclude rules", file=fname,
                             fix="Check the rule values against the table.")
-        # role values: never silently blank
-        for role, col in roles.items():
-            if not col:
-                continue
-            blank = df.loc[df[col] == "", "__row"].tolist()
-            if blank and not (role == "study" and _infer_or(row_kind, df) == "published"):
-                raise DataError(f"missing {role} value", file=fname, row=int(blank[0]),
-                                column=col,
-                                fix=f"Fill in the {role} of every row ({len(blank)} row(s) "
-                                    f"blank: {', '.join(map(str, blank[:8]))}), or remove "
-                                    "those rows (include/exclude rules).")
+        # role values: never silently blank (an empty cell, NA, ".": bayesmeta.io)
+        from bayesmeta.io import check_role_values
+
+        probe = df.copy()
+        probe.attrs = {"file": fname, "rows": df["__row"].tolist()}
+        published = _infer_or(row_kind, df) == "published"
+        check_role_values(probe, [c for r, c in roles.items() if c and not
+                                  (r == "study" and published)], file=fname,
+                          fix="Fill in every row's value, or leave the rows out with an "
+                              "include/exclude rule.")
         # what a row is, and its effect size on the analysis scale
         kind = _infer_row_kind(df.columns) if row_kind == "auto" else row_kind
         df = _effect_sizes(df, measure, kind, arm=arm, file=fname, say=say, info=info.append)

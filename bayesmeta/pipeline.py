@@ -481,6 +481,12 @@ def _classical(an: Analysis, od: Design, req, base, outcome, part) -> list[dict]
         "time") else ("subgroup" if od.has("subgroup") else "")
     if sub_col:
         col = "subgroup" if sub_col in ("subgroup", od.roles.get("subgroup")) else sub_col
+        if col != "subgroup":  # a grouping column that is not a role: no silent '' level
+            from bayesmeta.io import check_role_values
+
+            probe = od.rows.copy()
+            probe.attrs = {"file": od.file, "rows": od.rows["row"].tolist()}
+            check_role_values(probe, [col], file=od.file)
         for tcell, td in od.split("time"):
             groups = td.rows[col].astype(str).tolist()
             if len(set(groups)) < 2:

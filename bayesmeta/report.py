@@ -652,15 +652,12 @@ def index_md(outputs, provenance) -> str:
 
 def check_out_dir(target) -> Path:
     """Refuse an output directory before any work is done, for the reasons
-    :func:`atomic_dir` would refuse it at the end: ``target`` exists and is not empty nor a
-    previous bayesmeta report, or it cannot be created (a parent is a file, or the nearest
-    existing parent is not writable). Returns the absolute path."""
-    t = Path(target).absolute()
-    if not _replaceable(t):
-        raise BayesMetaError(
-            f"output directory {t} exists and is not a bayesmeta report (no {MARKER} file); "
-            "refusing to replace it. Choose an empty or new directory with --out.")
-    parent = t.parent
+    :func:`atomic_dir` would refuse it at the end (:func:`bayesmeta.outdir.claim_dir`: a
+    file, a dangling link, a non-empty folder that is not a bayesmeta report), or because it
+    cannot be created (a parent is a file, or the nearest existing parent is not writable).
+    Returns the real folder."""
+    t = _outdir.claim_dir(target, marker=MARKER, option="--out", what="report")
+    parent = t if t.exists() else t.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

@@ -218,11 +218,10 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SpecError(f"analysis names must be unique; repeated: {dup}")
-    # refuse a foreign --out folder before fitting anything (write_report checks it again)
-    from bayesmeta.outdir import claim_dir
-    from bayesmeta.report import MARKER
+    # refuse a foreign or unwritable --out folder before fitting anything
+    from bayesmeta.report import check_out_dir
 
-    claim_dir(out_dir, marker=MARKER, what="report")
+    check_out_dir(out_dir)
     ctx = RunContext(fast=fast, seed=seed, progress=say, verbose=progress is not None)
     t_all = time.perf_counter()
     outputs = _run_all(specs, ctx, jobs)

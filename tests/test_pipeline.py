@@ -101,7 +101,7 @@ def test_numeric_study_names_a_week_column_and_time_labels_with_units(tmp_path):
 def test_missing_role_value_is_an_error_naming_row_and_column(tmp_path):
     f = tmp_path / "d.csv"
     f.write_text("study,grp,yi,vi\nA,x,0.1,0.04\nB,,0.3,0.05\nC,y,0.2,0.05\n")
-    with pytest.raises(DataError, match=r"row 3, column 'grp': missing subgroup value"):
+    with pytest.raises(DataError, match=r"row 3, column 'grp': missing value '' in role column"):
         Design.from_frame(f, "GEN", subgroup="grp")
 
 
