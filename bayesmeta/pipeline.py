@@ -245,7 +245,7 @@ def resolve_priors(spec, measure: str, rows: pd.DataFrame):
     from the outcome's rows (their reason stated)."""
     from bayesmeta import priors as P
 
-    data = {"vi": rows["vi"].to_numpy(float)}
+    data = {"vi": rows["vi"].to_numpy(float), "yi": rows["yi"].to_numpy(float)}
     for c in ("n1i", "n2i", "ni"):
         if c in rows:
             data[c] = pd.to_numeric(rows[c], errors="coerce").to_numpy(float)
@@ -272,7 +272,7 @@ def prior_sets(spec, measure: str, rows: pd.DataFrame, sign: int) -> dict:
 
     if not spec.sensitivity.prior_sets and not spec.sensitivity.tau_priors:
         return {}
-    data = {"vi": rows["vi"].to_numpy(float)}
+    data = {"vi": rows["vi"].to_numpy(float), "yi": rows["yi"].to_numpy(float)}
     sets = P.prior_sets(measure, data, benefit=sign)
     out = {name: sets[name] for name in spec.sensitivity.prior_sets}
     for text in spec.sensitivity.tau_priors:
@@ -547,8 +547,10 @@ def _bayes_cells(an, name, od, req, base, outcome, part):
 
 
 def _sensitivity(an, od, req, base, outcome, part):
+    if "nnhm" not in bayes_models(req.spec):  # other models carry their own sensitivity
+        return
     sets = prior_sets(req.spec, od.measure, od.rows, an.sign(outcome))
-    if not sets or od.row_kind == "published" and not od.has("time") and False:
+    if not sets:
         return
     for name, (mu, tau) in sets.items():
         for cell, cd in od.split("subgroup", "time"):

@@ -31,6 +31,7 @@ The fit functions take a :class:`~bayesmeta.design.Design`, the analysis setting
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -269,8 +270,17 @@ def fit_nnhm_cell(d: Design, req: FitRequest, *, engine: str, mu_prior=None, tau
                      provenance={"priors": res.priors, "sampler": res.settings,
                                  "diagnostics": res.diagnostics.line()})
         return [f]
-    res = exact.fit_exact(y, s, tau_prior=tau_p, mu_prior=mu_p, labels=labels,
-                          measure=d.measure, prior_note=req.prior_note)
+    with warnings.catch_warnings(record=True) as caught:
+        # a sensitivity prior is meant to move the answer: its findings stay in the fit's
+        # notes (and the sensitivity table) rather than warning
+        warnings.simplefilter("always" if setting else "default")
+        res = exact.fit_exact(y, s, tau_prior=tau_p, mu_prior=mu_p, labels=labels,
+                              measure=d.measure, prior_note=req.prior_note)
+    for w in caught:
+        if setting:
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     method = ("conjugate-normal" if pooled else "exact-NNHM") + suffix
     f = ExactFit(model="nnhm", source="bayesian", method=method, measure=d.measure,
                  scale=d.scale, coords=dict(req.coords), notes=tuple(notes), result=res,

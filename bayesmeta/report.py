@@ -29,6 +29,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,7 +358,7 @@ def _page_text(out: AnalysisOutput) -> str:
         for c in d.columns:
             if not pd.api.types.is_numeric_dtype(d[c]):
                 parts.extend(d[c].astype(str).head(200))
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
 def glossary_html(text: str, level: int = 2, anchor: str = "glossary", up: str = "") -> str:

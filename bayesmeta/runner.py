@@ -58,6 +58,8 @@ def run_spec(spec: AnalysisSpec, ctx: RunContext) -> AnalysisOutput:
             "Rerun with --debug for the traceback; if the data and spec look right, please "
             "report it as a bug") from err
     out.seconds = time.perf_counter() - t0
+    if "priority" in (spec.given or {}).get("analysis", ()):
+        out.priority = float(spec.analysis.priority)
     out.provenance.update({
         "spec": str(spec.path.name) if spec.path else None, "spec_sha256": spec.sha256,
         "data": spec.data_path.name if spec.data_path else None,

@@ -172,7 +172,32 @@ def side_by_side(an, out, L) -> None:
               "intervals; Bayesian: posterior mean and equal-tailed credible interval. A time "
               "of 'all ... (pooled)' is an estimate across time points.",
               show=show, csv=False)
-    out.summary = show
+    out.summary = summary_table(an, L, d)
+
+
+def summary_table(an, L, d: pd.DataFrame) -> pd.DataFrame:
+    """One line per cell: published | classical | Bayesian | P(benefit) (the first
+    classical and Bayesian method of each cell; the index shows it under the answers)."""
+    exc = an.exceedance()
+    rows = []
+    for (oc, sg, t), g in d.groupby(["outcome", "subgroup", "time"], sort=False):
+        rec = {"outcome": oc, "subgroup": sg, "time": L.time(t)}
+        pb = ""
+        for src in ("published", "classical", "bayesian"):
+            m = g[g["source"] == src]
+            rec[src] = (L.ci(*m.iloc[0][["estimate", "ci_low", "ci_high"]]) + f" ({m.iloc[0]['method']})"
+                        if len(m) else "")
+            if src == "bayesian" and len(m) and len(exc):
+                e = exc[(exc["outcome"] == oc) & (exc["subgroup"] == sg) & (exc["time"] == t)
+                        & m.iloc[0]["method"].startswith(tuple(exc["method"]))]
+                pb = prob(e["p_benefit"].iloc[0]) if len(e) else ""
+        rec[f"P({L.benefit(an.sign(oc))})"] = pb
+        rows.append(rec)
+    out = pd.DataFrame(rows)
+    for c in ("outcome", "subgroup", "published", "classical"):
+        if c in out and not out[c].astype(bool).any():
+            out = out.drop(columns=c)
+    return out
 
 
 def forest(an, out, L) -> None:
@@ -374,7 +399,8 @@ def render(an, *, fast: bool = False) -> AnalysisOutput:
     spec = an.spec
     out = AnalysisOutput(name=an.name, title=spec.analysis.title, kind="analysis",
                          description=spec.analysis.description, fast=fast)
-    out.priority = int(spec.analysis.priority)
+    given = (spec.given or {}).get("analysis", ())
+    out.priority = float(spec.analysis.priority) if "priority" in given else None
     L = labels_for(an)
     answers(an, out, L)
     for section in SECTIONS:
