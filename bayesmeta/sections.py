@@ -386,6 +386,19 @@ def methods(an, out, L) -> None:
         out.p(line)
     if spec.report.notes:
         out.p(spec.report.notes)
+    provenance_paragraph(spec, out)
+
+
+def provenance_paragraph(spec, out) -> None:
+    """The spec's ``[provenance]``: who wrote it, when and why (page and provenance.json)."""
+    prov = spec.provenance
+    who = "; ".join(f"{k}: {v}" for k, v in (("author", prov.author), ("date", prov.date))
+                    if v)
+    if who or prov.rationale:
+        out.p("Specification" + (f" ({who})" if who else "") + "."
+              + (f" Rationale: {prov.rationale}" if prov.rationale else ""))
+    out.provenance.update({k: getattr(prov, k) for k in ("author", "date", "rationale")
+                           if getattr(prov, k)})
 
 
 SECTIONS = (data_section, side_by_side, forest, tests, contrasts, probabilities, sensitivity,

@@ -197,9 +197,7 @@ def run_simulation(spec, ctx) -> AnalysisOutput:
                             "(excluded from their cell; counts in n_failed)")
     if spec.report.notes:
         out.p(spec.report.notes)
+    from bayesmeta.sections import provenance_paragraph
+
+    provenance_paragraph(spec, out)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# kinds that need the nested / survival MCMC engines
-# --------------------------------------------------------------------------------------------

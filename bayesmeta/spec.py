@@ -676,7 +676,8 @@ def _check_simulation(v: _Validator, s: dict[str, dict]):
         bad(f"Invalid seed {sim['seed']}: must be in [0, 2**32)", "seed")
     if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
         bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob", sec="report")
-    for key in ("control_survival", "thresholds", "new_trial_n", "reversed_outcomes"):
+    for key in ("control_survival", "control_survival_source", "thresholds", "new_trial_n",
+                "reversed_outcomes", "direction"):
         if key in rep:
             bad(f"[report] {key} does not apply to a simulation spec", key, sec="report")
 
