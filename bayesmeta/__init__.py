@@ -2,10 +2,12 @@
 posteriors.
 
 Data flows one way: load + validate (:mod:`~bayesmeta.io`, :mod:`~bayesmeta.datasets`) ->
-effect sizes (:mod:`~bayesmeta.effect_sizes`, :mod:`~bayesmeta.published`) -> classical
-(:mod:`~bayesmeta.classical`, :mod:`~bayesmeta.bias`) | Bayesian (:mod:`~bayesmeta.priors`,
-:mod:`~bayesmeta.exact`, :mod:`~bayesmeta.mcmc`, :mod:`~bayesmeta.survival`) -> compare
-(:mod:`~bayesmeta.results`, :mod:`~bayesmeta.audit`) -> report (:mod:`~bayesmeta.runner`).
+design (:mod:`~bayesmeta.design`: roles, effect sizes, row rules) -> models from the registry
+(:mod:`~bayesmeta.registry`: classical :mod:`~bayesmeta.classical` | Bayesian
+:mod:`~bayesmeta.exact`, :mod:`~bayesmeta.mcmc`, :mod:`~bayesmeta.survival`) -> fits
+(:mod:`~bayesmeta.fits`) -> quantities (:mod:`~bayesmeta.quantities`) -> one results table
+(:mod:`~bayesmeta.results`) -> report sections (:mod:`~bayesmeta.sections`). The pipeline
+(:func:`analyze`, :mod:`~bayesmeta.pipeline`) runs it from Python, the CLI and specs alike.
 
 Names are imported lazily: ``import bayesmeta`` does not import PyMC; the first use of an MCMC
 function does.
@@ -39,12 +41,16 @@ _EXPORTS = {
     "prior_sensitivity": "mcmc", "fit_survival_published": "survival",
     "fit_survival_counts": "survival", "survival_table": "survival",
     "check_convergence": "diagnostics",
+    # the generic pipeline
+    "analyze": "pipeline", "Design": "design", "MODELS": "registry",
     # compare and report
     "SCHEMA": "results", "load_spec": "spec",
 }
-_SUBMODULES = ("audit", "batch", "bias", "classical", "datasets", "diagnostics", "effect_sizes",
-               "exact", "exceptions", "io", "mcmc", "priors", "published", "report", "results",
-               "runner", "simulate", "spec", "survival")
+_SUBMODULES = ("audit", "batch", "bias", "checks", "classical", "datasets", "design",
+               "diagnostics", "effect_sizes", "exact", "exceptions", "fits", "fmt", "io",
+               "labels", "mcmc", "pipeline", "priors", "published", "quantities", "recipes",
+               "registry", "report", "results", "runner", "sections", "simulate", "spec",
+               "survival", "vocab")
 
 __all__ = ["__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -19,9 +19,17 @@ def test_python_example_runs(capsys):
     assert "Random-Effects Model" in out and "exact NNHM" in out
 
 
-@pytest.mark.parametrize("line", [
-    ln.split("#")[0].strip() for ln in re.findall(r"```bash\n(.*?)```", README, re.S)[1].splitlines()
-    if ln.startswith("bayesmeta ") and "|" not in ln])
+def _commands():
+    """Every `bayesmeta ...` line of the README's bash blocks after the first (the first is
+    the set-up), with backslash continuations joined."""
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S)[1:]:
+        for ln in block.replace("\\\n", " ").splitlines():
+            ln = ln.split("#")[0].strip()
+            if ln.startswith("bayesmeta ") and "|" not in ln:
+                yield ln
+
+
+@pytest.mark.parametrize("line", list(_commands()))
 def test_cli_examples_parse(line):
     parser = _build_parser()
     argv = shlex.split(line)[1:]
