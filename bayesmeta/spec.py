@@ -49,7 +49,7 @@ from bayesmeta.exceptions import SpecError
 from bayesmeta.spec_schema import (DIRECTIONS, ENGINES, MEASURES, METHODS, PRESETS,  # noqa: F401
                                    RENAMED, REQUIRED_SECTIONS, ROW_KINDS, SAMPLERS, SCHEMA,
                                    SIMULATION_SECTIONS, TESTS, Key, _COLUMN_RE, _NAME_RE,
-                                   _model_names)
+                                   _check_simulation, _model_names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,67 +620,6 @@ def _check_audit(v: _Validator, s: dict[str, dict]):
     if need and not s["data"].get("published"):
         raise v.error(f"recipe {recipe!r} needs [data] published (the printed numbers)",
                       section="audit", key="recipe")
-
-
-def _check_simulation(v: _Validator, s: dict[str, dict]):
-    """Values of ``[simulation]`` (a simulation spec)."""
-    from bayesmeta.simulate import SCALES
-
-    a, sim, rep = s["analysis"], s.get("simulation", {}), s.get("report", {})
-
-    def bad(problem, key, fix=None, sec="simulation"):
-        raise v.error(problem, section=sec, key=key, fix=fix)
-
-    if not _NAME_RE.match(a["name"]):
-        bad(f"Invalid name {a['name']!r}: must match [a-z0-9][a-z0-9_-]* (max 64 chars); "
-            "it names output files", "name", sec="analysis")
-    n = sim.get("n_per_cell", SCHEMA["simulation"]["n_per_cell"].default)
-    if n < 10:
-        bad(f"Invalid n_per_cell {n}: must be >= 10", "n_per_cell")
-    fast = sim.get("fast_n_per_cell", SCHEMA["simulation"]["fast_n_per_cell"].default)
-    if fast < 10:
-        bad(f"Invalid fast_n_per_cell {fast}: must be >= 10", "fast_n_per_cell")
-    if fast > n:
-        bad(f"fast_n_per_cell {fast} exceeds n_per_cell {n}: --fast must not simulate more "
-            "than a full run", "fast_n_per_cell")
-    ks = sim.get("k", tuple(SCHEMA["simulation"]["k"].default))
-    if not ks:
-        bad("k is empty: give at least one number of studies", "k")
-    for k in ks:
-        if not 2 <= k <= 50:
-            bad(f"Invalid k {k}: must be in [2, 50]", "k")
-    for t in sim.get("tau", ()):
-        if not (t >= 0 and math.isfinite(t)):
-            bad(f"Invalid tau {t!r}: must be a finite number >= 0", "tau")
-    scales = sim.get("scales", tuple(SCHEMA["simulation"]["scales"].default))
-    if not scales:
-        bad("scales is empty: give 'logOR' and/or 'MD'", "scales")
-    for sc in scales:
-        if sc not in SCALES:
-            sug = _suggest(sc, SCALES) or next((x for x in SCALES if x.lower() == sc.lower()),
-                                               None)
-            bad(f"Invalid scale {sc!r}: must be one of {list(SCALES)}", "scales",
-                fix=f"Did you mean '{sug}'?" if sug else None)
-    if sim.get("tau") and len(scales) > 1:
-        bad("tau values are in one scale's units, but several scales are listed", "tau",
-            fix="Leave tau empty (each scale's default grid) or use one spec per scale.")
-    names = sim.get("priors", ())
-    known = _prior_sets_available()
-    if known is not None:
-        for name in names:
-            if name not in known:
-                sug = _suggest(name, known)
-                bad(f"unknown prior set {name!r}: must be one of {list(known)}", "priors",
-                    fix=f"Did you mean '{sug}'?" if sug else None)
-    if "seed" in sim and not 0 <= sim["seed"] < 2**32:
-        bad(f"Invalid seed {sim['seed']}: must be in [0, 2**32)", "seed")
-    if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
-        bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob", sec="report")
-    for key in ("control_survival", "control_survival_source", "thresholds", "new_trial_n",
-                "reversed_outcomes", "direction"):
-        if key in rep:
-            bad(f"[report] {key} does not apply to a simulation spec", key, sec="report")
-
 
 
 def _sections(s: dict[str, dict]) -> dict[str, Any]:
