@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bayesmeta import plots, results
+from bayesmeta import plots, registry, results
 from bayesmeta.fits import Param
 from bayesmeta.labels import Labels, prob
 from bayesmeta.report import AnalysisOutput
@@ -361,8 +361,12 @@ def methods(an, out, L) -> None:
         lines.append(f"Classical: {', '.join(meths)} per cell"
                      f" ({'Wald z' if spec.classical.test == 'z' else 'Knapp-Hartung t'}"
                      f"{', preset ' + spec.classical.preset if spec.classical.preset else ''}).")
+    engines = {"exact": "exact posterior by numerical integration (no sampling)",
+               "mcmc": "posterior sampled by MCMC (NUTS)"}
     for name in pipeline.bayes_models(spec):
-        lines.append(f"Bayesian model {name}: engine {pipeline.engine_for(spec, name)}.")
+        entry = registry.MODELS[name]
+        lines.append(f"Bayesian: {entry.doc} ({name}), "
+                     f"{engines[pipeline.engine_for(spec, name)]}.")
     seen = set()
     for r in an.fits(source="bayesian"):
         pri = r.fit.provenance.get("priors")

@@ -70,7 +70,10 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=None, help="random seed (mcmc engine)")
     p.add_argument("--level", type=float, default=0.95,
                    help="interval probability of the printed results (default 0.95)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--log", action="store_true",
+                   help="ratio measures: print only the log scale (default: the ratio too)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (analysis scale: log for ratio measures)")
     p.set_defaults(func=run)
     return p
 
@@ -142,8 +145,29 @@ def run(args) -> int:
             print(json.dumps(_clean(out)))
         else:
             print(res)
+            _natural(args, {p: (res.summary(p)["median"], *res.interval(p, args.level))
+                            for p in ("mu", "theta_new")})
         return 0
     return _run_mcmc(args, yi, sei, labels, mu_prior, tau_prior, note)
+
+
+def _natural(args, rows: dict) -> None:
+    """For a ratio measure (unless --log): the pooled ratio and the predictive ratio, as a
+    person reads them (posterior median and equal-tailed interval, exponentiated)."""
+    import math
+
+    from bayesmeta.labels import EFFECT_NAMES
+    from bayesmeta.vocab import is_ratio
+
+    if args.log or not is_ratio(args.measure):
+        return
+    name = EFFECT_NAMES[args.measure]
+    lvl = f"{100 * args.level:g}%"
+    print(f"\nOn the {name} scale (exp of the log-scale posterior; median [{lvl} ETI]):")
+    for p, (med, lo, hi) in rows.items():
+        label = "pooled" if p == "mu" else "new study"
+        print(f"  {label:>9} {name} {math.exp(med):.4f} [{math.exp(lo):.4f}, "
+              f"{math.exp(hi):.4f}]")
 
 
 def _rows_exact(res, args) -> list:
@@ -202,6 +226,10 @@ def _run_mcmc(args, yi, sei, labels, mu_prior, tau_prior, note) -> int:
     if not args.json:
         print(res)
         print(f"tau prior: {note}")
+        import numpy as np
+        a = (1 - args.level) / 2
+        _natural(args, {p: (float(np.median(res.draws(p))),
+                            *np.quantile(res.draws(p), [a, 1 - a])) for p in ("mu", "theta_new")})
         return 0
     summ = res.summary
 
