@@ -55,6 +55,15 @@ CANONICAL = ("row", "study", "time", "time_value", "subgroup", "outcome", "yi", 
 _LEADING_NUMBER = re.compile(r"^\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)")
 
 
+class MissingRoleColumn(DataError):
+    """A role names a column the table does not have. ``role`` lets a caller that knows
+    where the column was named (a spec's line) report it there."""
+
+    def __init__(self, problem, *, role: str, **kw):
+        self.role = role
+        super().__init__(problem, **kw)
+
+
 def label_text(v) -> str:
     """A level as text: whole floats without '.0' (``2.0`` → ``"2"``), blanks as ``""``."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
@@ -189,10 +198,11 @@ class Design:
             if col and col not in df.columns:
                 from bayesmeta.io import suggest_column
                 sug = suggest_column(col, [c for c in df.columns if c != "__row"])
-                raise DataError(f"the {role} column {col!r} is not in the table", file=fname,
-                                row=1, column=col,
-                                fix=(f"Did you mean {sug!r}? " if sug else "")
-                                + f"The table has: {', '.join(c for c in df.columns if c != '__row')}.")
+                raise MissingRoleColumn(f"the {role} column {col!r} is not in the table",
+                                        role=role, file=fname, row=1, column=col,
+                                        fix=(f"Did you mean {sug!r}? " if sug else "")
+                                        + "The table has: "
+                                        + f"{', '.join(c for c in df.columns if c != '__row')}.")
         notes: list[str] = []
         info: list[str] = []
 

@@ -325,18 +325,33 @@ def check(spec, design: Design) -> None:
     if design.row_kind != "published":
         registry.get_model(c_model, key="classical.method").validate(
             design, spec, key="classical.method")
-    for name in bayes_models(spec):
-        entry = registry.get_model(name, key="bayes.model")
-        entry.validate(design, spec, key="bayes.model")
+    entries = [registry.get_model(name, key="bayes.model") for name in bayes_models(spec)]
+    for entry in entries:  # a contradiction within the spec first, then spec against data
         if spec.bayes.engine != "auto" and spec.bayes.engine not in entry.engines:
-            raise SpecError(f"model {name!r} has no engine {spec.bayes.engine!r}: its engines "
-                            f"are {list(entry.engines)}", key="bayes.engine",
+            raise SpecError(f"model {entry.name!r} has no engine {spec.bayes.engine!r}: its "
+                            f"engines are {list(entry.engines)}", key="bayes.engine",
                             fix=f"Set engine = '{entry.engines[0]}'.")
+    for entry in entries:
+        entry.validate(design, spec, key="bayes.model")
     contrast_pair(spec, design)
+    if spec.audit.recipe:
+        from bayesmeta.recipes import RECIPES
+
+        RECIPES[spec.audit.recipe].validate(spec, design)
     by = spec.classical.by
     if by and by not in design.rows.columns and by not in design.roles.values():
-        raise SpecError(f"[classical] by names column {by!r}, which the data do not have",
-                        key="classical.by")
+        import difflib
+        from pathlib import Path
+
+        from bayesmeta.design import CANONICAL
+
+        cols = [c for c in design.roles.values() if c] + [
+            c for c in design.rows.columns if c not in CANONICAL and c not in design.roles.values()]
+        sug = difflib.get_close_matches(by, cols, n=1, cutoff=0.6)
+        raise SpecError(f"[classical] by names column {by!r}, which is not in "
+                        f"{Path(design.file).name} (columns: {', '.join(cols)})",
+                        key="classical.by",
+                        fix=f"Did you mean {sug[0]!r}?" if sug else "Name one of the columns.")
 
 
 def run_analysis(spec, ctx: RunContext | None = None, *, frame=None,

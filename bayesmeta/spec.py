@@ -631,17 +631,35 @@ def _design_check(v: _Validator, spec: AnalysisSpec) -> AnalysisSpec:
     """Build the design and ask every requested model whether it can carry it: the checks
     ``run`` would make, before anything is fitted. A SpecError gets the spec's line."""
     from bayesmeta import pipeline
+    from bayesmeta.design import MissingRoleColumn
 
     try:
         design = pipeline.build_design(spec)
         pipeline.check(spec, design)
+    except MissingRoleColumn as err:  # the spec names the column: point at its line
+        if spec.path is None:
+            raise
+        raise v.error(f"the {err.role} column {err.column!r} is not in "
+                      f"{Path(str(err.file)).name}", section="data", key=err.role,
+                      fix=err.fix) from err
     except SpecError as err:
         if spec.path is None or err.line is not None or not err.key:
             raise
         sec, _, key = err.key.partition(".")
         if sec not in SCHEMA:
             sec, key = "data", err.key
-        raise v.error(err.problem, section=sec, key=key, fix=err.fix) from err
+        line, problem = None, err.problem
+        rule, _, col = key.partition(".")
+        if sec == "data" and rule in ("include", "exclude") and col:
+            if (rule == "include" and col == spec.data.outcome and spec.data.outcomes
+                    and col not in dict(spec.data.include or {})):
+                key = "outcomes"  # the outcomes list is applied as an include rule
+                problem = problem.replace("include:", "outcomes:", 1)
+            else:  # a rule as an inline table or as a [data.include] table
+                line = (find_line(v.text, "data", key) or find_line(v.text, "data", rule)
+                        or find_line(v.text, f"data.{rule}", col)
+                        or find_line(v.text, f"data.{rule}"))
+        raise v.error(problem, section=sec, key=key, fix=err.fix, line=line) from err
     return dataclasses.replace(spec, design=design)
 
 

@@ -1,4 +1,5 @@
-"""Published-number audit (bayesmeta.audit).
+"""Published-number audit (bayesmeta.audit; the 2014 Figure 3 recipe in
+bayesmeta.recipes.revman_forest).
 
 References: published numbers as printed in the papers (2014 Figure 3, 2014 Table 2, 2023
 Results text and Table 2; the bundled CSVs quote each printed line), and arithmetic on the
@@ -11,6 +12,7 @@ import pytest
 from bayesmeta import audit, classical
 from bayesmeta.datasets import dataset_path
 from bayesmeta.effect_sizes import escalc
+from bayesmeta.recipes.revman_forest import audit_fig3
 
 
 def test_agrees_uses_printed_precision():
@@ -30,7 +32,7 @@ def fig3_audit():
                                       measure="MD")
     pub = pd.read_csv(dataset_path("meld_2014_fig3_published"))
     text = pd.read_csv(dataset_path("meld_2014_fig3"), dtype=str, keep_default_na=False)
-    return audit.audit_fig3(es, pub, sub, labels=labels, arm_text=text), pub
+    return audit_fig3(es, pub, sub, labels=labels, arm_text=text), pub
 
 
 def test_every_printed_number_has_a_verdict(fig3_audit):
@@ -75,7 +77,8 @@ def test_2023_pt_rows_are_inconsistent():
     its lower bound) and PT 4 wk 'MD -2.69, 95% CI -4.19-1.19, P = 0.0004' (CI contains 0 but
     P = 0.0004: the upper bound's minus sign is lost)."""
     df = pd.read_csv(dataset_path("msc_2023_pooled"))
-    aud = audit.audit_published_table(df, analysis="t", measure_col="measure")
+    aud = audit.audit_published_table(df, analysis="t", measure_col="measure",
+                                      item_cols=("outcome", "time_wk", "subgroup"))
     base = aud[aud["item"] == "PT 0 all"].iloc[0]
     assert base["verdict"] == "inconsistent" and "equals its own CI lower bound" in base["diagnosis"]
     w4 = aud[aud["item"] == "PT 4 all"].iloc[0]

@@ -355,7 +355,7 @@ def test_bayes_bad_csv(capsys, tmp_path, content, needles):
 SPEC = '''[analysis]
 name = "hardening"
 title = "hardening test"
-kind = "generic"
+description = "d"
 
 [data]
 path = "data.csv"
@@ -405,8 +405,11 @@ SPEC_CASES = [
      ["key 'sampling.draws'", "integer"]),
     ("missing-required-key", SPEC.replace('measure = "MD"\n', ""), None,
      ["data.measure", "Add"]),
-    ("unknown-kind", SPEC.replace('kind = "generic"', 'kind = "generc"'), "kind =",
-     ["key 'analysis.kind'", "Did you mean 'generic'"]),
+    ("kind-refused", SPEC.replace('description = "d"', 'kind = "generic"'), "kind =",
+     ["key 'analysis.kind'", "no longer exists", "needs no kind", "Remove 'kind'"]),
+    ("unknown-row-kind",
+     SPEC.replace('measure = "MD"', 'measure = "MD"\nrow_kind = "published_pooled"'),
+     "row_kind =", ["key 'data.row_kind'", "Did you mean 'published'"]),
     ("unknown-measure", SPEC.replace('measure = "MD"', 'measure = "MDD"'), "measure =",
      ["key 'data.measure'", "'MDD'", "MD"]),
     ("unknown-method", SPEC.replace('method = "DL"', 'method = "REMLL"'), "method =",
@@ -426,10 +429,8 @@ SPEC_CASES = [
      ["key 'sensitivity.tau_priors'", re.compile(r"> ?0")]),
     ("data-file-missing", SPEC.replace("data.csv", "nope.csv"), "path =",
      ["key 'data.path'", "nope.csv", "not found"]),
-    ("path-escapes-project", SPEC.replace("data.csv", "../../../etc/passwd"), "path =",
-     ["key 'data.path'", "leaves the project"]),
-    ("absolute-path", SPEC.replace("data.csv", "/etc/passwd"), "path =",
-     ["key 'data.path'", "relative"]),
+    ("data-file-missing-outside-project", SPEC.replace("data.csv", "../../../nope/x.csv"),
+     "path =", ["key 'data.path'", "x.csv", "not found"]),
     ("unknown-dataset", SPEC.replace('path = "data.csv"', 'dataset = "bcgg"'), "dataset =",
      ["key 'data.dataset'", "Did you mean 'bcg'"]),
     ("dataset-and-path", SPEC.replace('path = "data.csv"',
@@ -440,8 +441,11 @@ SPEC_CASES = [
     ("contradictory-revman5-reml",
      SPEC.replace('method = "DL"', 'method = "REML"\npreset = "revman5"'), "method =",
      ["revman5", "REML"]),
-    ("contradictory-exact-nested-default-engine", SPEC.replace("[bayes]", '[bayes]\nmodel = "nested"'),
-     None, ["exact", "nested"]),
+    ("contradictory-exact-nested",
+     SPEC.replace("[bayes]", '[bayes]\nmodel = "nested"\nengine = "exact"'), "engine =",
+     ["key 'bayes.engine'", "exact", "nested"]),
+    ("model-the-design-cannot-carry", SPEC.replace("[bayes]", '[bayes]\nmodel = "nested"'),
+     "model =", ["key 'bayes.model'", "nested", "two cells"]),
     ("contradictory-fast-draws", SPEC + "\n[sampling]\ndraws = 100\nfast_draws = 500\n",
      "fast_draws", ["key 'sampling.fast_draws'"]),
     ("ci-prob-out-of-range", SPEC + "\n[report]\nci_prob = 95\n", "ci_prob",
@@ -464,9 +468,11 @@ def test_spec_validate(capsys, project, text, line_of, needles):
 @pytest.mark.parametrize("text,line_of,needles",
                          [c[1:] for c in SPEC_CASES if c[0] in (
                              "syntax-error", "unknown-key-suggests", "prior-scale-zero",
-                             "path-escapes-project", "contradictory-mh-with-md")],
+                             "data-file-missing-outside-project", "contradictory-mh-with-md",
+                             "model-the-design-cannot-carry")],
                          ids=["syntax-error", "unknown-key-suggests", "prior-scale-zero",
-                              "path-escapes-project", "contradictory-mh-with-md"])
+                              "data-file-missing-outside-project", "contradictory-mh-with-md",
+                              "model-the-design-cannot-carry"])
 def test_spec_run_refuses_before_writing(capsys, project, text, line_of, needles):
     """`bayesmeta run` validates before running: same one-line error, no output directory."""
     spec = _spec(project, text)
@@ -475,6 +481,20 @@ def test_spec_run_refuses_before_writing(capsys, project, text, line_of, needles
     has_all(line, str(spec), *needles)
     assert not out_dir.exists()
     assert not [p for p in project.iterdir() if p.name.startswith(".report")]
+
+
+@pytest.mark.parametrize("how", ["relative-outside-project", "absolute"])
+def test_spec_data_may_live_outside_the_project(capsys, tmp_path, project, how):
+    """Users keep data anywhere: a data path relative to the spec may leave the spec's
+    directory, and an absolute one is accepted (validate exits 0, says the spec is valid)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = write(elsewhere / "trials.csv", GOOD_MD)
+    ref = "../elsewhere/trials.csv" if how != "absolute" else str(data)
+    spec = _spec(project, SPEC.replace('"data.csv"', f'"{ref}"'))
+    code, out, err = cli(capsys, "validate", spec)
+    assert code == 0 and "Traceback" not in err, err
+    assert out.startswith("ok ") and str(spec) in out, out
 
 
 def test_spec_file_not_found(capsys, project):
@@ -495,8 +515,8 @@ RUN_DATA_CASES = [
     ("negative-sd", MD + "A,1,-1,10,0,1,10\n" + MD_OK, ["row 2", "column 'sd1i'", "-1"]),
     ("non-numeric", MD + "A,1,abc,10,0,1,10\n" + MD_OK, ["row 2", "column 'sd1i'", "'abc'"]),
     ("en-dash", MD + "A,\u20131,1,10,0,1,10\n" + MD_OK, ["row 2", "column 'm1i'", "dash"]),
-    ("duplicate-study", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,2,1,10,0,1,10\n",
-     ["row 5", "column 'study'"]),
+    ("duplicate-study", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,1,1,10,0,1,10\n",
+     ["row 5", "column 'study'", "identical"]),
     ("latin-1", (MD + "M\u00fcller,1,1,10,0,1,10\n" + MD_OK).encode("latin-1"),
      ["row 2", "UTF-8"]),
     ("missing-column", "study,m1i,sd1i,n1i,m2i,sd2i\nA,1,1,10,0,1\n",
@@ -515,6 +535,19 @@ def test_run_bad_data_file(capsys, project, content, needles):
     assert not out_dir.exists()
 
 
+def test_same_label_different_data_is_two_studies_with_a_warning(capsys, project):
+    """Design rule: without a time column, two rows with one study label and different data
+    are two studies (two first authors called A): analysed as such, and one warning names
+    both rows and their new labels (never silently merged or dropped)."""
+    write(project / "data.csv", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,2,1,10,0,1,10\n")
+    spec = _spec(project, SPEC)
+    code, out, err = cli(capsys, "validate", spec)
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1, err
+    has_all(warn[0], "data.csv", "rows 2, 5", "'A (row 2)'", "'A (row 5)'")
+
+
 def test_validate_checks_data_values(capsys, project):
     write(project / "data.csv", MD + "A,1,-1,10,0,1,10\n" + MD_OK)
     spec = _spec(project, SPEC)
@@ -525,13 +558,12 @@ def test_validate_checks_data_values(capsys, project):
 PUB_SPEC = '''[analysis]
 name = "pub"
 title = "published ORs"
-kind = "complications"
 
 [data]
 path = "pub.csv"
 measure = "OR"
-row_kind = "published_pooled"
-outcome_column = "outcome"
+row_kind = "published"
+outcome = "outcome"
 '''
 PUB = "outcome,measure,estimate,ci_low,ci_high\n"
 PUB_CASES = [

@@ -6,7 +6,7 @@ the previous report intact. Re-running with the same seed gives identical number
 strings are HTML-escaped") and the convergence thresholds of Vehtari et al. (2021) as encoded in
 ``bayesmeta.diagnostics.THRESHOLDS`` (two chains centred 5 SD apart have R-hat >> 1.01).
 
-Runs use a small ``generic`` spec on the exact engine (no MCMC) except
+Runs use a small arm-level spec (model nnhm) on the exact engine (no MCMC) except
 ``test_nonconvergence_is_reported_in_results_and_report``, which uses the pymc sampler with 10
 draws (the ``--fast`` path) precisely because such a fit cannot be clean.
 """

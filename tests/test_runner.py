@@ -98,13 +98,14 @@ def test_fig3_audit_in_report(fig3_run):
     assert "Peng L 2011" in page and "transcription error" in page
     res = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert (res["method"].str.startswith("nested")).any()
-    assert (out / "meld-2014-fig3" / "posterior" / "nested.nc").is_file()
+    # posterior files are named by outcome and model ([analysis] outcome = "MELD")
+    assert (out / "meld-2014-fig3" / "posterior" / "meld_nested.nc").is_file()
 
 
 def test_cli_validate_exit_codes(tmp_path, capsys):
     assert main(["validate"]) == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\nkind = "generic"\n\n'
+    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\ndescription = "x"\n\n'
                    '[data]\ndataset = "bcg"\nmeasure = "RR"\nstudyy = "study"\n')
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -113,12 +114,13 @@ def test_cli_validate_exit_codes(tmp_path, capsys):
 
 def test_cli_run_invalid_spec_writes_nothing(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\nkind = "generik"\n\n'
-                   '[data]\ndataset = "bcg"\nmeasure = "RR"\n')
+    bad.write_text('[analysis]\nname = "x"\ntitle = "x"\n\n'
+                   '[data]\ndataset = "bcg"\nmeasure = "RR"\nrow_kind = "armss"\n')
     out = tmp_path / "out"
     assert main(["run", str(bad), "--out", str(out), "-q"]) == 2
     assert not out.exists()
-    assert "Did you mean 'generic'?" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "line 8" in err and "Did you mean 'arms'?" in err
 
 
 @pytest.mark.slow
@@ -133,22 +135,28 @@ def test_every_bundled_spec_runs_fast_and_reproducibly(tmp_path):
 def test_baseline_rows_are_not_pooled_with_follow_up():
     """2023 paper, Results: week-0 MDs are baseline comparisons ("Baseline MELD score was not
     different between the MSC and control groups"), not treatment effects: the nested model must
-    not see them (they would pull the pooled effect toward 0)."""
-    import pandas as pd
-
+    not see them (they would pull the pooled effect toward 0). The bundled spec leaves them out
+    with an exclude rule; they stay in the design's excluded rows for the audit."""
     from bayesmeta.datasets import load_dataset
-    from bayesmeta.runner import _nested_outcome_data
+    from bayesmeta.registry import nested_data
+    from bayesmeta.spec import load_spec
 
     pub = load_dataset("msc_2023_pooled")
     meld = pub[pub["outcome"] == "MELD"]
-    allp, subs, _, base = _nested_outcome_data(meld, "time_wk", "subgroup")
-    assert (pd.to_numeric(meld["time_wk"]) == 0).sum() == len(base) >= 1
-    assert "0" not in set(allp["time"]) | set(subs["time"])
-    assert len(allp) + len(subs) + len(base) <= len(meld)
+    n_base = int((pd.to_numeric(meld["time_wk"]) == 0).sum())
+    assert n_base >= 1
+    design = load_spec(models_dir() / "liver_2023.toml").design
+    md = design.subset(outcome="MELD")
+    assert "0" not in set(md.rows["time"])
+    for _, part in md.parts():
+        assert "0" not in set(nested_data(part)["time"])
+    ex = design.excluded
+    assert int(((ex["outcome"] == "MELD") & (ex["time"] == "0")).sum()) == n_base
+    assert md.k + int((ex["outcome"] == "MELD").sum()) <= len(meld)
 
 
 def test_simulation_spec_same_seed_identical_csv_bytes(tmp_path):
-    """kind 'simulation' through `bayesmeta run --fast`: same seed -> byte-identical CSVs
+    """A simulation spec through `bayesmeta run --fast`: same seed -> byte-identical CSVs
     (reference: the first run); another --seed -> other numbers; the report has the figure."""
     spec = spec_paths(["simulation.toml"])
     a = runner.run(spec, out_dir=tmp_path / "a", seed=3, fast=True)
@@ -186,8 +194,8 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
             for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
                 xr.testing.assert_equal(ta[g].to_dataset(), tb[g].to_dataset())
     err = capfd.readouterr().err
-    assert "(worker) meld-2014-fig3 (fig3_meld) --fast" in err
-    assert any("meld-2014-fig3 (fig3_meld) done in" in m and "(worker)" in m for m in lines)
+    assert "(worker) meld-2014-fig3 (analysis) --fast" in err
+    assert any("meld-2014-fig3 (analysis) done in" in m and "(worker)" in m for m in lines)
     runner.run(specs, out_dir=tmp_path / "quiet", fast=True, jobs=2)
     assert "(worker)" not in capfd.readouterr().err
 
@@ -208,7 +216,14 @@ def test_simulation_page_carries_the_benchmark_table(tmp_path):
 
 
 def test_nested_forest_labels_name_the_subgroup_mean():
-    """A subgroup-mean row has no time; its forest label must not read " wk · bayesian"
-    (reference: the label wording in runner._cell_label's docstring)."""
-    assert runner._cell_label("12", "published") == "12 wk · published"
-    assert runner._cell_label("", "bayesian") == "all weeks (subgroup mean) · bayesian"
+    """A subgroup-mean row is pooled across time (time "all"); its forest label must say so,
+    never read " wk · bayesian" (reference: the wording in bayesmeta.labels.Labels.time's
+    docstring: "12" -> "week 12" with time_unit week, "all" -> all weeks, "" -> "")."""
+    from bayesmeta.labels import Labels
+
+    L = Labels("MD", time_unit="week")
+    assert L.time("12") == "week 12" and L.time("") == ""
+    assert L.time("all") == "all weeks (pooled)"
+    assert L.cell("ACLF", "all") == "ACLF, all weeks (pooled)"
+    assert L.cell("", "") == "overall"
+    assert Labels("MD").time("all") == "all times (pooled)"

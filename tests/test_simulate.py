@@ -106,7 +106,7 @@ def test_config_errors():
 
 
 # --------------------------------------------------------------------------------------------
-# kind 'simulation' in specs and `bayesmeta run` (runner.run_simulation)
+# simulation specs (a [simulation] section) and `bayesmeta run` (sim_report.run_simulation)
 # References: the spec texts written here (line numbers counted in the text itself); the MC SE
 # of a proportion sqrt(p(1 - p)/n) (closed form); the [simulation] settings (cells, n).
 # --------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ SIM_SPEC = """\
 [analysis]
 name = "sim"
 title = "Sim"
-kind = "simulation"
+description = "S"
 
 [simulation]
 n_per_cell = 40
@@ -147,7 +147,10 @@ def test_bundled_simulation_spec_validates():
 
 
 def test_simulation_spec_defaults(tmp_path):
-    spec = _spec(tmp_path, '[analysis]\nname = "s"\ntitle = "S"\nkind = "simulation"\n')
+    """A spec is a simulation spec by its [simulation] section (no kind): an empty one
+    holds the documented defaults."""
+    spec = _spec(tmp_path, '[analysis]\nname = "s"\ntitle = "S"\n\n[simulation]\n')
+    assert spec.is_simulation and spec.kind == "simulation"
     assert spec.simulation.n_per_cell == 500 and tuple(spec.simulation.k) == (2, 3, 5, 10)
     assert tuple(spec.simulation.priors) == ("weakly_informative", "empirical")
 
@@ -173,13 +176,22 @@ def test_bad_simulation_key_names_line_and_key(tmp_path, old, new, line, key, fi
 
 
 def test_simulation_sections_are_kind_specific(tmp_path):
-    with pytest.raises(SpecError, match=r"\[data\] does not apply to kind 'simulation'") as e:
+    """A [simulation] section makes a simulation spec (it generates its data): [data],
+    [classical], [bayes], [sensitivity] and [sampling] are refused at their header line."""
+    with pytest.raises(SpecError, match=r"section \[data\] does not apply to a simulation "
+                                        r"spec") as e:
         _spec(tmp_path, SIM_SPEC + '\n[data]\ndataset = "bcg"\nmeasure = "RR"\n')
     assert e.value.line == 14
-    generic = ('[analysis]\nname = "g"\ntitle = "G"\nkind = "generic"\n\n[data]\n'
-               'dataset = "bcg"\nmeasure = "RR"\n\n[simulation]\nk = [2]\n')
-    with pytest.raises(SpecError, match=r"\[simulation\] applies to kind 'simulation' only"):
-        _spec(tmp_path, generic, "g.toml")
+    with pytest.raises(SpecError, match=r"section \[bayes\] does not apply to a simulation "
+                                        r"spec") as e:
+        _spec(tmp_path, SIM_SPEC + '\n[bayes]\nmodel = "nested"\n')
+    assert e.value.line == 14 and e.value.key == "bayes"
+    analysis = ('[analysis]\nname = "g"\ntitle = "G"\n\n[data]\n'
+                'dataset = "bcg"\nmeasure = "RR"\n\n[simulation]\nk = [2]\n')
+    with pytest.raises(SpecError, match=r"section \[data\] does not apply to a simulation "
+                                        r"spec") as e:
+        _spec(tmp_path, analysis, "g.toml")
+    assert e.value.line == 5
     with pytest.raises(SpecError, match=r"Did you mean \[simulation\]\?"):
         _spec(tmp_path, SIM_SPEC.replace("[simulation]", "[simulaton]"))
 
@@ -187,12 +199,13 @@ def test_simulation_sections_are_kind_specific(tmp_path):
 def test_run_simulation_fast_table_and_mcse(tmp_path):
     """--fast uses fast_n_per_cell; the table has the documented columns, one row per
     cell x method, and the coverage MC SE is the binomial sqrt(p(1 - p)/n)."""
-    from bayesmeta import runner
+    from bayesmeta.pipeline import RunContext
+    from bayesmeta.sim_report import SIM_COLUMNS, run_simulation
 
     spec = _spec(tmp_path, SIM_SPEC)
-    out = runner.run_simulation(spec, runner.RunContext(fast=True))
+    out = run_simulation(spec, RunContext(fast=True))
     t = out.tables["coverage"]
-    assert tuple(t.columns) == runner.SIM_COLUMNS == (
+    assert tuple(t.columns) == SIM_COLUMNS == (
         "scale", "k", "tau", "method", "n", "coverage", "coverage_mcse", "width", "width_mcse",
         "bias", "bias_mcse", "rmse", "n_failed")
     methods = {f"{m}-{z}" for m in ("DL", "REML", "PM") for z in ("z", "HKSJ")} | \
@@ -209,5 +222,5 @@ def test_run_simulation_fast_table_and_mcse(tmp_path):
     assert "n = 20 meta-analyses per cell" in methods_par
     assert "bayesmeta simulate --n 10000 --k 2 3" in methods_par
     assert "normal-normal" in methods_par and "unequal study sizes" in methods_par
-    full = runner.run_simulation(spec, runner.RunContext(fast=False))
+    full = run_simulation(spec, RunContext(fast=False))
     assert (full.tables["coverage"]["n"] == 40).all()

@@ -17,7 +17,7 @@ GOOD = """\
 [analysis]
 name = "t"
 title = "T"
-kind = "generic"
+description = "D"
 
 [data]
 dataset = "bcg"
@@ -41,18 +41,40 @@ def test_every_bundled_spec_validates(path):
     assert spec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _what_is_fitted(spec):
+    """What a bundled spec analyses: a spec has no kind; its models, audit recipe and design
+    decide (the six analyses of issue 4 plus the simulation of issue 6)."""
+    if spec.is_simulation:
+        return "simulation"
+    models = (spec.bayes.model,) if isinstance(spec.bayes.model, str) else spec.bayes.model
+    return (tuple(models), spec.audit.recipe, spec.data.measure, spec.design.row_kind,
+            spec.data.total_level, spec.data.arm)
+
+
 def test_bundled_specs_cover_every_analysis_the_issues_ask_for():
-    """Issue 4's six bundled analyses, plus issue 6's simulation results in the report."""
-    kinds = {load_spec(p).kind for p in bundled_specs()}
-    assert kinds == {"fig3_meld", "one_arm", "survival_published", "nested_published",
-                     "complications", "generic", "simulation"}
+    """Issue 4's six bundled analyses, plus issue 6's simulation results in the report:
+    2014 Figure 3 (per-week NNHM + nested across weeks, RevMan forest audit), 2014 Table 2
+    (one-arm change MC of arm 1, its table audited), 2023 survival (published ORs over time),
+    2023 liver function (nested over published subgroup x week cells, 'all' apart),
+    2023 complications (NNHM on published ORs), a generic arm-level analysis (BCG)."""
+    got = {_what_is_fitted(load_spec(p)) for p in bundled_specs()}
+    assert got == {
+        (("nnhm", "nested"), "revman-forest", "MD", "arms", "", 0),
+        (("nnhm",), "onearm-table", "MC", "arms", "", 1),
+        (("survival-published",), "", "OR", "published", "", 0),
+        (("nested",), "", "MD", "published", "all", 0),
+        (("nnhm",), "", "OR", "published", "", 0),
+        (("nnhm",), "", "RR", "arms", "", 0),
+        "simulation"}
 
 
 def test_good_spec_defaults(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
-    assert spec.analysis.kind == "generic" and spec.data.measure == "RR"
+    assert spec.kind == "analysis" and not spec.is_simulation and spec.data.measure == "RR"
     assert spec.sampling.draws == 1000 and spec.report.ci_prob == 0.95
-    assert spec.classical.method == "FE"
+    assert spec.classical.method == "REML"
+    assert spec.bayes.model == "nnhm" and spec.bayes.engine == "auto"
+    assert spec.data.row_kind == "auto" and spec.design.row_kind == "arms"
 
 
 def test_unknown_key_names_line_key_and_suggestion(tmp_path):
@@ -71,7 +93,10 @@ def test_unknown_section_suggests(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,match,line", [
-    ('kind = "generic"', 'kind = "fig3"', r"Invalid kind 'fig3': must be one of", 4),
+    ('description = "D"', 'kind = "generic"',
+     r"'kind' in \[analysis\] no longer exists: a spec needs no kind", 4),
+    ('measure = "RR"', 'measure = "RR"\nrow_kind = "published_pooled"',
+     r"Invalid row_kind 'published_pooled': must be one of .*Did you mean 'published'", 9),
     ('measure = "RR"', 'measure = "rr"', r"Did you mean 'RR'", 8),
     ('measure = "RR"', 'measure = 3', r"must be a string", 8),
     ('tau_prior = "halfnormal:0.5"', 'tau_prior = "halfnormol:0.5"', r"unknown prior", 11),
@@ -92,36 +117,47 @@ def test_wrong_type_in_sampling(tmp_path):
     assert e.value.line == 14 and e.value.key == "sampling.draws"
 
 
-@pytest.mark.parametrize("path,match", [
-    ("../../../etc/passwd", "leaves the project"),
-    ("/etc/passwd", "must be relative"),
-    ("missing.csv", "not found"),
-])
-def test_data_path_rules(tmp_path, path, match):
-    text = GOOD.replace('dataset = "bcg"', f'path = "{path}"')
-    sub = tmp_path / "proj" / "models"
-    sub.mkdir(parents=True)
-    (tmp_path / "proj" / "pyproject.toml").write_text("")
-    with pytest.raises(SpecError, match=match) as e:
-        load_spec(write(sub, text))
+def test_missing_data_file_names_line_and_key(tmp_path):
+    text = GOOD.replace('dataset = "bcg"', 'path = "missing.csv"')
+    with pytest.raises(SpecError, match="not found") as e:
+        load_spec(write(tmp_path, text))
     assert e.value.key == "data.path" and e.value.line == 7
 
 
-def test_path_inside_project_is_allowed(tmp_path):
+@pytest.mark.parametrize("how", ["relative-outside-project", "absolute"])
+def test_data_may_live_outside_the_project(tmp_path, how):
+    """Users keep data anywhere: a path relative to the spec file may leave the project, and
+    an absolute path is accepted (output paths keep their own checks)."""
     proj = tmp_path / "proj"
     (proj / "models").mkdir(parents=True)
-    (proj / "data").mkdir()
     (proj / "pyproject.toml").write_text("")
-    (proj / "data" / "x.csv").write_text("study,ai,bi,ci,di\nA,1,2,3,4\n")
-    text = GOOD.replace('dataset = "bcg"', 'path = "../data/x.csv"').replace(
-        "[bayes]", "[bayes]\n").replace('measure = "RR"', 'measure = "OR"')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.csv").write_text("study,ai,bi,ci,di\nA,1,2,3,4\nB,2,5,3,6\n")
+    ref = "../../elsewhere/x.csv" if how != "absolute" else str(elsewhere / "x.csv")
+    text = GOOD.replace('dataset = "bcg"', f'path = "{ref}"').replace(
+        'measure = "RR"', 'measure = "OR"')
     spec = load_spec(write(proj / "models", text))
-    assert spec.data_path == (proj / "data" / "x.csv").resolve()
+    assert spec.data_path == (elsewhere / "x.csv").resolve()
+    assert spec.design.k == 2 and spec.design.studies == ["A", "B"]
+
+
+def test_data_path_that_is_not_a_table_is_a_data_error(tmp_path):
+    """An absolute path is accepted, but the file is read and checked at validation: a
+    non-CSV file is a DataError naming the file and the row."""
+    from bayesmeta.exceptions import DataError
+
+    target = tmp_path / "notes.txt"
+    target.write_text("a,b\n1,2,3,4\n")
+    text = GOOD.replace('dataset = "bcg"', f'path = "{target}"')
+    with pytest.raises(DataError) as e:
+        load_spec(write(tmp_path, text))
+    assert e.value.file == str(target) and e.value.row == 2
 
 
 @pytest.mark.parametrize("extra,match,key", [
     ('\n[classical]\npreset = "revman5"\ntest = "knha"\n', "contradicts", "classical.test"),
-    ('\n[sensitivity]\nrho = [0.5]\n', "survival_published", "sensitivity.rho"),
+    ('\n[sensitivity]\nrho = [0.5]\n', "survival-published", "sensitivity.rho"),
     ('\n[sampling]\ntarget_accept = 1.5\n', r"must be in \(0.5, 1\)", "sampling.target_accept"),
     ('\n[classical]\nby = "subgrp"\n', "not in bcg.csv", "classical.by"),
 ])
@@ -131,10 +167,71 @@ def test_contradictory_or_impossible_settings(tmp_path, extra, match, key):
     assert e.value.key == key and e.value.line is not None
 
 
-def test_kind_measure_contradiction(tmp_path):
-    text = GOOD.replace('kind = "generic"', 'kind = "survival_published"')
-    with pytest.raises(SpecError, match="needs measure OR"):
+ROWS = """\
+[analysis]
+name = "t"
+title = "T"
+
+[data]
+dataset = "msc_2023_pooled"
+measure = "OR"
+outcome = "outcome"
+outcomes = ["rash", "hcc"]
+"""
+
+
+@pytest.mark.parametrize("old,new,match,key,line", [
+    ('"hcc"]', '"hcx"]', r"outcomes: value\(s\) \['hcx'\] not found in column 'outcome'",
+     "data.outcomes", 9),
+    ('outcome = "outcome"', 'outcome = "outcom"',
+     r"outcome column 'outcom' is not in msc_2023_pooled.csv.*Did you mean 'outcome'",
+     "data.outcome", 8),
+    ('"hcc"]\n', '"hcc"]\nexclude = { notee = ["x"] }\n',
+     r"exclude names column 'notee'", "data.exclude.notee", 10),
+    ('"hcc"]\n', '"hcc"]\n\n[data.exclude]\nnote = ["nothing like this"]\n',
+     r"exclude: value\(s\) \['nothing like this'\] not found in column 'note'",
+     "data.exclude.note", 12),
+])
+def test_data_settings_checked_against_the_table(tmp_path, old, new, match, key, line):
+    """Columns, outcomes and row rules named by the spec are checked against the data at
+    validation, and the error points at the spec's line and key (the TOML texts here; line
+    numbers counted in them)."""
+    assert old in ROWS
+    with pytest.raises(SpecError, match=match) as e:
+        load_spec(write(tmp_path, ROWS.replace(old, new)))
+    assert e.value.key == key and e.value.line == line, str(e.value)
+
+
+def test_model_measure_contradiction(tmp_path):
+    """A model the design cannot carry is refused at validation, at the model's line: the
+    published-OR survival model on risk ratios."""
+    text = GOOD.replace('tau_prior = "halfnormal:0.5"',
+                        'tau_prior = "halfnormal:0.5"\nmodel = "survival-published"')
+    with pytest.raises(SpecError, match="needs measure OR") as e:
         load_spec(write(tmp_path, text))
+    assert e.value.key == "bayes.model" and e.value.line == 12  # the line after tau_prior
+
+
+@pytest.mark.parametrize("data,published,match,key", [
+    ('dataset = "bcg"\nmeasure = "RR"', "meld_2014_fig3_published",
+     r"recipe 'revman-forest' .* needs measure MD, the data use 'RR'", "audit.recipe"),
+    ('dataset = "meld_2014_fig3"\nmeasure = "MD"', "meld_2014_fig3_published",
+     r"recipe 'revman-forest' .* needs a time column", "audit.recipe"),
+    ('dataset = "meld_2014_fig3"\nmeasure = "MD"\ntime = "time"', "msc_2014_table2_onearm",
+     r"the printed table 'msc_2014_table2_onearm' lacks columns \['level'", "data.published"),
+])
+def test_recipe_the_design_cannot_feed_is_refused(tmp_path, data, published, match, key):
+    """An audit recipe reads a particular design and printed table (2014 Figure 3: arm-level
+    MDs by week, the forest plot's printed numbers): anything else is refused at validation,
+    at the key's line, not after fitting."""
+    text = (f'[analysis]\nname = "t"\ntitle = "T"\n\n[data]\n{data}\n'
+            f'published = "{published}"\n\n[audit]\nrecipe = "revman-forest"\n')
+    with pytest.raises(SpecError, match=match) as e:
+        load_spec(write(tmp_path, text))
+    lines = text.splitlines()
+    want = key.split(".")[1] + " ="
+    assert e.value.key == key
+    assert e.value.line == next(i for i, ln in enumerate(lines, 1) if ln.startswith(want))
 
 
 def test_name_cannot_escape_output_dir(tmp_path):

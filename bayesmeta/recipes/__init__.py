@@ -40,10 +40,45 @@ class RecipeOutput:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A recipe and what it reads: the design it can audit (measure, row kind, roles, data
+    columns) and the columns of the printed table; :meth:`validate` refuses anything else
+    before fitting starts."""
+
     name: str
     needs_published: bool
     doc: str
     run: Callable  # (analysis, published table) -> RecipeOutput
+    measures: tuple = ()
+    row_kinds: tuple = ()
+    needs_roles: tuple = ()
+    data_columns: tuple = ()
+    published_columns: tuple = ()
+
+    def validate(self, spec, design) -> None:
+        """Raise a SpecError (key ``audit.recipe`` or ``data.published``) when the design or
+        the printed table is not what this recipe audits."""
+        from bayesmeta.exceptions import SpecError
+
+        key, what = "audit.recipe", f"recipe {self.name!r} ({self.doc})"
+        if self.measures and design.measure not in self.measures:
+            raise SpecError(f"{what} needs measure {' or '.join(self.measures)}, the data use "
+                            f"{design.measure!r}", key=key)
+        if self.row_kinds and design.row_kind not in self.row_kinds:
+            raise SpecError(f"{what} needs {' or '.join(self.row_kinds)} rows, the data are "
+                            f"{design.row_kind} rows", key=key)
+        for role in self.needs_roles:
+            if not design.has(role):
+                raise SpecError(f"{what} needs a {role} column", key=key,
+                                fix=f"Set [data] {role}.")
+        miss = [c for c in self.data_columns if c not in design.rows.columns]
+        if miss:
+            raise SpecError(f"{what} needs data columns {miss}", key=key)
+        if self.published_columns and spec.data.published:
+            have = set(published_table(spec).columns)
+            miss = [c for c in self.published_columns if c not in have]
+            if miss:
+                raise SpecError(f"{what}: the printed table {spec.data.published!r} lacks "
+                                f"columns {miss}", key="data.published")
 
 
 def _revman(analysis, published):
@@ -59,9 +94,17 @@ def _onearm(analysis, published):
 
 
 RECIPES: dict[str, Recipe] = {
-    "revman-forest": Recipe("revman-forest", True, "RevMan 5 forest plot of MDs by time",
-                            _revman),
-    "onearm-table": Recipe("onearm-table", True, "one-group pooled changes by time", _onearm),
+    "revman-forest": Recipe(
+        "revman-forest", True, "RevMan 5 forest plot of MDs by time", _revman,
+        measures=("MD",), row_kinds=("arms",), needs_roles=("time",),
+        data_columns=("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i", "pub_md", "pub_ci_low",
+                      "pub_ci_high", "pub_weight_pct"),
+        published_columns=("level", "time", "quantity", "value", "decimals", "printed", "op")),
+    "onearm-table": Recipe(
+        "onearm-table", True, "one-group pooled changes by time", _onearm,
+        measures=("MC",), row_kinds=("arms",), needs_roles=("time",), data_columns=("ni",),
+        published_columns=("outcome", "time_wk", "n_studies", "n_cases", "i2", "p_het",
+                           "estimate", "ci_low", "ci_high", "printed")),
 }
 
 
