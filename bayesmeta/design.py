@@ -263,7 +263,7 @@ class Design:
         if not roles["study"]:
             df["__study"] = ["" if kind == "published" else f"study {i + 1}"
                              for i in range(len(df))]
-        df = _identity(df, roles, kind, fname, say)
+        df = identify_rows(df, roles, kind, fname, say)
         canon = pd.DataFrame({
             "row": df["__row"].astype(int).to_numpy(),
             "study": df["__study"].astype(str).to_numpy(),
@@ -493,8 +493,10 @@ def _published_rows(df, measure, *, file, say) -> pd.DataFrame:
     return d
 
 
-def _identity(df: pd.DataFrame, roles: dict, kind: str, file: str, say) -> pd.DataFrame:
-    """Apply the row-identity rules (module docstring)."""
+def identify_rows(df: pd.DataFrame, roles: dict, kind: str, file: str, say) -> pd.DataFrame:
+    """Apply the row-identity rules (module docstring) to a frame with ``__row`` and
+    ``__<role>`` columns; returns it with duplicate labels of different studies relabelled
+    (``say`` receives the warning) or raises a DataError."""
     key = ["__study"] + [f"__{r}" for r in ("time", "subgroup", "outcome") if roles[r]]
     if kind == "published" and not roles["study"]:
         key = key[1:]

@@ -28,6 +28,10 @@ import math
 import sys
 import warnings
 
+import pandas as pd
+
+from bayesmeta.exceptions import DataWarning
+
 METHODS = ("FE", "MH", "PETO", "DL", "REML", "ML", "PM", "HE", "SJ", "EB", "HS")
 from bayesmeta.effect_sizes import MEASURES  # noqa: E402  (one list of measures)
 from bayesmeta.cli._help import FORMATTER, epilog, probability, wrap  # noqa: E402
@@ -92,6 +96,33 @@ def _fail(msg: str) -> int:
 
 
 from bayesmeta.cli import json_clean as _clean  # noqa: E402  (JSON: NaN/inf -> null)
+
+
+def _identify(df, args):
+    """The design's row-identity rules (bayesmeta.design.identify_rows): the same label twice
+    with different data is two studies (relabelled, with a warning); identical rows are an
+    error; with --by a label may recur in different levels."""
+    from bayesmeta.design import identify_rows, label_text
+
+    if "study" not in df.columns:
+        return df
+    tmp = pd.DataFrame({"__row": df.attrs.get("rows", list(range(2, len(df) + 2))),
+                        "__study": [label_text(v) for v in df["study"]],
+                        "__time": "", "__outcome": "",
+                        "__subgroup": ([label_text(v) for v in df[args.by]]
+                                       if args.by and args.by in df.columns else "")})
+    for c in df.columns:
+        if c not in tmp.columns:
+            tmp[c] = df[c].to_numpy()
+
+    def say(msg):
+        warnings.warn(f"{args.data}: {msg}", DataWarning, stacklevel=3)
+    out = identify_rows(tmp, {"study": "study", "time": None,
+                              "subgroup": args.by if args.by in df.columns else None,
+                              "outcome": None}, "arms", args.data, say)
+    df = df.copy()
+    df["study"] = out["__study"].to_numpy()
+    return df
 
 
 def _analyse(df, args, method, test):
@@ -177,7 +208,8 @@ def run(args) -> int:
         if test == "knha":
             return _fail("--preset revman5 uses Wald z tests; drop --test knha")
     text = (args.by,) if args.by else ()
-    df = read_table(args.data, text=text + ("study",))
+    df = read_table(args.data, text=text + ("study",), unique=None)
+    df = _identify(df, args)
     validate_measure_columns(df, "OR" if m == "PETO" else m, file=args.data)
     if args.by and args.by not in df.columns:
         cols = [str(c) for c in df.columns]
@@ -194,6 +226,16 @@ def run(args) -> int:
             df, [args.by], file=args.data, missing_level=args.missing_level,
             fix=f"Fill in the {args.by} of every row, remove the row, or name the level of "
                 "such rows with --missing-level LABEL.")
+    if args.by and "study" in df.columns:
+        levels = df.groupby("study", sort=False)[args.by].nunique()
+        rep = [str(s) for s, n in levels.items() if n > 1]
+        if rep:
+            warnings.warn(f"{len(rep)} stud{'y appears' if len(rep) == 1 else 'ies appear'} in "
+                          f"several levels of {args.by!r} ({', '.join(rep[:8])}): the overall "
+                          "estimate and the test for subgroup differences count them more "
+                          "than once; use `bayesmeta bayes --model nested --time "
+                          f"{args.by}` (or a spec) for an analysis that counts each study "
+                          "once", DataWarning, stacklevel=2)
     if method in ("MH", "PETO") and args.preset == "revman_web":
         test = "z"
     with warnings.catch_warnings():
