@@ -528,7 +528,8 @@ def identify_rows(df: pd.DataFrame, roles: dict, kind: str, file: str, say) -> p
             relabel[i] = f"{df.at[i, '__study']} (row {df.at[i, '__row']})"
         say(f"{len(idx)} rows share the study label {kd['__study']!r} (rows "
             f"{', '.join(str(r) for r in rows['__row'])}) but differ in their data: analysed "
-            "as different studies, labelled " + ", ".join(repr(relabel[i]) for i in idx))
+            "as different studies, labelled " + ", ".join(repr(relabel[i]) for i in idx)
+            + " (if they are one study at several time points, name the time column)")
     if relabel:
         df = df.copy()
         for i, lab in relabel.items():

@@ -18,6 +18,7 @@ Most cases run ``bayesmeta.cli.main`` in-process (``capsys``); ``TestSubprocess`
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -142,16 +143,16 @@ CSV_CASES = [
      ["row 3", "column 'sei'"]),
     ("gen-needs-vi-or-sei", "study,yi,se\nA,0.1,0.2\nB,0.3,0.1\n", "GEN", [],
      ["row 1", "column 'vi'"]),
-    ("duplicate-study", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,1.1,1,10,0,1,10\n", "MD", [],
-     ["row 5", "column 'study'", "row 2"]),
+    ("duplicate-study", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,1,1,10,0,1,10\n", "MD", [],
+     ["row 5", "column 'study'", "rows 2 and 5", "identical"]),
     ("duplicate-study-same-time",
      "study,time,m1i,sd1i,n1i,m2i,sd2i,n2i\nA,4,1,1,10,0,1,10\nA,8,1,1,10,0,1,10\n"
      "B,4,1,1,10,0,1,10\nA,4,2,1,10,0,1,10\n", "MD", [],
-     ["row 5", "time=4", "row 2"]),
+     ["row 5", "time '4'", "rows 2 and 5"]),
     ("duplicate-study-same-subgroup",
      "study,subgroup,m1i,sd1i,n1i,m2i,sd2i,n2i\nA,x,1,1,10,0,1,10\nA,y,1,1,10,0,1,10\n"
-     "A,x,2,1,10,0,1,10\n", "MD", [],
-     ["row 4", "subgroup=x", "row 2"]),
+     "A,x,1,1,10,0,1,10\n", "MD", [],
+     ["row 4", "subgroup 'x'", "rows 2 and 4", "identical"]),
     ("empty-file", "", "MD", [], ["empty"]),
     ("whitespace-only-file", "\n \n", "MD", [], ["empty"]),
     ("header-only", MD, "MD", [], ["no data rows"]),
@@ -197,6 +198,17 @@ def test_csv_classical(capsys, tmp_path, content, measure, extra, needles):
     line = error_line(*cli(capsys, "classical", f, "--measure", measure, *extra))
     has_all(line, str(f), *needles)
     assert FIX.search(line.split(":", 1)[1]), f"message says nothing about what to do: {line}"
+
+
+def test_csv_classical_same_label_different_data_is_two_studies(capsys, tmp_path):
+    """Two first authors called A (different data, no time column): two studies, each
+    relabelled with its row, and one warning line naming both rows."""
+    f = write(tmp_path / "studies.csv", MD + "A,1,1,10,0,1,10\n" + MD_OK + "A,1.1,1,10,0,1,10\n")
+    code, out, err = cli(capsys, "classical", f, "--measure", "MD", "--json")
+    assert code == 0, err
+    assert json.loads(out)["k"] == 4
+    (w,) = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    has_all(w, "rows 2, 5", "'A (row 2)'", "'A (row 5)'")
 
 
 def test_file_not_found(capsys, tmp_path):

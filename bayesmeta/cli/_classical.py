@@ -106,19 +106,22 @@ def _identify(df, args):
 
     if "study" not in df.columns:
         return df
+    by = args.by if args.by and args.by in df.columns else None
+    # columns literally named time/subgroup identify rows too (as io.read_table always did)
+    time = "time" if "time" in df.columns and by != "time" else None
+    sub = by or ("subgroup" if "subgroup" in df.columns else None)
     tmp = pd.DataFrame({"__row": df.attrs.get("rows", list(range(2, len(df) + 2))),
                         "__study": [label_text(v) for v in df["study"]],
-                        "__time": "", "__outcome": "",
-                        "__subgroup": ([label_text(v) for v in df[args.by]]
-                                       if args.by and args.by in df.columns else "")})
+                        "__time": [label_text(v) for v in df[time]] if time else "",
+                        "__outcome": "",
+                        "__subgroup": [label_text(v) for v in df[sub]] if sub else ""})
     for c in df.columns:
         if c not in tmp.columns:
             tmp[c] = df[c].to_numpy()
 
     def say(msg):
         warnings.warn(f"{args.data}: {msg}", DataWarning, stacklevel=3)
-    out = identify_rows(tmp, {"study": "study", "time": None,
-                              "subgroup": args.by if args.by in df.columns else None,
+    out = identify_rows(tmp, {"study": "study", "time": time, "subgroup": sub,
                               "outcome": None}, "arms", args.data, say)
     df = df.copy()
     df["study"] = out["__study"].to_numpy()
