@@ -517,7 +517,7 @@ def identify_rows(df: pd.DataFrame, roles: dict, kind: str, file: str, say) -> p
             a, b = rows["__row"][sig.duplicated(keep=False)].tolist()[:2]
             raise DataError(f"rows {a} and {b} are identical ({desc})", file=file, row=int(b),
                             column=roles.get("study") or "",
-                            fix="Delete the duplicated row.")
+                            fix="Remove the duplicated row.")
         if roles["time"] or kind == "published":
             a, b = rows["__row"].tolist()[:2]
             raise DataError(f"two rows for the same {desc} (rows {a} and {b})", file=file,
