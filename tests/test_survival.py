@@ -25,7 +25,7 @@ HI = [32.53, 4.43, 3.74, 3.19]
 
 @pytest.fixture(scope="session")
 def surv_fit():
-    return survival.fit_survival_published(TIMES, OR, LO, HI, rho=0.5)
+    return survival.fit_survival_published(TIMES, OR, LO, HI, rho=0.5, control_survival=0.35)
 
 
 def _quadrature_reference(rho, s0=1.5, hn=0.5):
@@ -84,8 +84,8 @@ def test_published_model_matches_quadrature(surv_fit):
 
 
 def test_survival_table_outputs(surv_fit):
-    """Table rows per time x {pooled, new_trial}; probabilities equal draw fractions; default
-    control survival 0.35 (2023 Discussion: ACLF 3-month mortality up to 65%)."""
+    """Table rows per time x {pooled, new_trial}; probabilities equal draw fractions; the
+    control survival given to the fit (0.35) fills its column."""
     tab = surv_fit.extra["survival_table"]
     assert list(tab["time"].unique()) == ["4", "8", "12", "24"]
     assert set(tab["kind"]) == {"pooled", "new_trial"}
@@ -132,7 +132,8 @@ def test_or_of_death_is_inverted():
 
 @pytest.mark.parametrize("kw, err, match", [
     (dict(ci_low=[0.52, 1.38, 1.31, 2.0]), DataError, "0 < ci_low < OR < ci_high"),
-    (dict(rho=1.0), SpecError, "not positive definite"),
+    (dict(rho=1.0), SpecError, r"Invalid rho 1.0: must be in \(-1, 1\)"),
+    (dict(rho=-0.5), SpecError, "not positive definite"),   # exchangeable, T = 4: rho > -1/3
     (dict(structure="spline"), SpecError, "Invalid structure"),
     (dict(or_means="hazard"), SpecError, "Invalid or_means"),
 ])
@@ -287,7 +288,8 @@ def test_exact_matches_independent_integration(rho, structure, prior):
         ref_kw["sigma_prior"] = lambda s: (np.log(2 * s) + stats.lognorm.logpdf(
             s ** 2, 1.74, scale=np.exp(-2.56)))
     fit = survival.fit_survival_published_exact(TIMES, OR, LO, HI, rho=rho,
-                                                structure=structure, n_draws=10, **kw)
+                                                structure=structure, n_draws=10,
+                                                control_survival=0.35, **kw)
     ref = _independent_reference(rho, structure, **ref_kw)
     s = fit.summary
     labs = ["mu"] + [f"logOR[{t}]" for t in TIMES]
@@ -313,7 +315,8 @@ def test_exact_quantiles_are_mixture_quantiles():
     increasing map expit(logit p0 + L) - p0 (closed form)."""
     from scipy import special
 
-    fit = survival.fit_survival_published_exact(TIMES, OR, LO, HI, rho=0.5, n_draws=10)
+    fit = survival.fit_survival_published_exact(TIMES, OR, LO, HI, rho=0.5, n_draws=10,
+                                                control_survival=0.35)
     a = np.log(0.35 / 0.65)
     for t in TIMES:
         s = fit.summary.loc[f"logOR[{t}]"]
