@@ -42,7 +42,7 @@ from bayesmeta.survival import (_ABS_COLS, DEFAULT_THRESHOLD, _apply_bias, _p0_a
                                 published_notes)
 
 __all__ = ["fit_survival_published_exact", "ExactSurvivalResult", "ExactDiagnostics",
-           "RhoPrior", "parse_rho_prior"]
+           "RhoPrior", "parse_rho_prior", "tau_prior_nodes"]
 
 # ---------------------------------------------------------------------------------------------
 # (a, exact engine) the published model is Gaussian given sigma_time: quadrature over sigma
@@ -233,6 +233,13 @@ def _prior_grid(prior, tol=_QTOL) -> _SigGrid:
         return m + ([w @ x, w @ x ** 2] if fin2 else [])
 
     return _scale_grid(prior, logf, moments, sc, tol=tol)
+
+
+def tau_prior_nodes(prior, tol: float = _QTOL) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature nodes and weights (sum 1) of a scale prior: the double-exponential rule of
+    the exact engines (moments converged to ``tol``); a ``FixedTau`` point mass is one node."""
+    g = _prior_grid(prior, tol)
+    return g.sigma.copy(), g.weight.copy()
 
 
 def _mix_mean_expit(a, M, S, W):
