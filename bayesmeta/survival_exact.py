@@ -7,10 +7,10 @@ two-dimensional one over sigma_time x rho (rho given a prior, :class:`RhoPrior`)
 
 * rho fixed: the double-exponential trapezoid rule over sigma_time (as :mod:`bayesmeta.exact`
   over tau);
-* rho ~ prior: Gauss-Legendre nodes on the prior's quantile scale (the prior is the weight),
-  and at each node the sigma_time rule above; the node's weight is the Gauss-Legendre weight
-  times the marginal likelihood p(y | rho) = ∫ p(sigma) p(y | sigma, rho) dsigma, which the
-  sigma rule returns. Every marginal of mu and log OR_t is then a normal mixture over the
+* rho ~ Beta prior: the Gauss-Jacobi rule of that Beta (the prior is the weight), and at
+  each node the sigma_time rule above; the node's weight is the Gauss-Jacobi weight times the
+  marginal likelihood p(y | rho) = ∫ p(sigma) p(y | sigma, rho) dsigma, which the sigma rule
+  returns. Every marginal of mu and log OR_t is then a normal mixture over the
   (rho, sigma) nodes.
 
 Correlation structures (:func:`bayesmeta.survival.corr_matrix`): ``exchangeable`` (every pair
@@ -266,7 +266,7 @@ class ExactDiagnostics:
 
     def line(self) -> str:
         over = ("sigma_time" if not self.rho_nodes else
-                f"sigma_time x rho ({self.rho_nodes} Gauss-Legendre nodes for rho)")
+                f"sigma_time x rho ({self.rho_nodes} Gauss-Jacobi nodes for rho)")
         return (f"Exact engine: quadrature over {over} ({self.nodes} nodes, step "
                 f"{self.step:g} on the sinh scale, moments converged to "
                 f"{_QTOL if not self.rho_nodes else _QTOL_RHO:g}); summaries "
@@ -400,40 +400,65 @@ def parse_rho_prior(text: str) -> RhoPrior:
 
 @dataclass(frozen=True)
 class _RhoPost:
-    """Posterior of rho on Gauss-Legendre nodes of the prior's quantile scale u.
+    """Posterior of rho from the Gauss-Jacobi rule of its Beta prior.
 
-    The posterior density in u is proportional to L(u) = p(y | rho(u)); its CDF integrates the
-    Legendre interpolant of L through the nodes (spectrally accurate for a smooth L).
+    On x = 2 (rho - lower) / (upper - lower) - 1 the prior is the Jacobi weight
+    (1 - x)^(b-1) (1 + x)^(a-1), so the Gauss-Jacobi nodes integrate L(x) = p(y | rho(x))
+    against it with spectral accuracy for a smooth L. The posterior CDF integrates the
+    polynomial interpolant of L through the nodes against the same weight (a Gauss-Jacobi
+    rule on the sub-interval, from the nearer end).
     """
 
     prior: RhoPrior
-    u: np.ndarray
+    x: np.ndarray
     rho: np.ndarray
     weight: np.ndarray         # posterior weight of each node (sum 1)
-    coef: np.ndarray           # Legendre coefficients of the normalised density in x = 2u - 1
+    coef: np.ndarray           # Legendre coefficients of L / max L in x
+    z: float                   # ∫ L / max L x prior weight dx (same units as the rule)
 
     @classmethod
-    def build(cls, prior, u, gw, log_l):
-        lw = np.log(gw) + log_l
-        w = np.exp(lw - lw.max())
-        w /= w.sum()
-        dens = w / gw                            # ∝ L(u) at the nodes, ∫ dens du = 1
-        coef = np.polynomial.legendre.legfit(2.0 * u - 1.0, dens, u.size - 1)
-        return cls(prior, u, prior.ppf(u), w, coef)
+    def build(cls, prior, x, gw, log_l):
+        lmax = float(np.max(log_l))
+        L = np.exp(log_l - lmax)
+        w = gw * L
+        coef = np.polynomial.legendre.legfit(x, L, x.size - 1)
+        return cls(prior, x, prior.lower + (prior.upper - prior.lower) * 0.5 * (x + 1.0),
+                   w / w.sum(), coef, float(w.sum()))
 
-    def cdf_u(self, u):
-        anti = np.polynomial.legendre.legint(self.coef, lbnd=-1.0)
-        F = 0.5 * np.polynomial.legendre.legval(2.0 * np.asarray(u, float) - 1.0, anti)
-        return np.clip(F / (0.5 * np.polynomial.legendre.legval(1.0, anti)), 0.0, 1.0)
+    def _tail(self, xr, lower: bool):
+        a, b = self.prior.a, self.prior.b
+        n = max(64, self.x.size)
+        if lower:   # ∫_{-1}^{xr}: x = -1 + (xr + 1)(t + 1)/2, weight (1 + t)^(a-1)
+            t, w = special.roots_jacobi(n, 0.0, a - 1.0)
+            xx = -1.0 + (xr + 1.0) * 0.5 * (t + 1.0)
+            f = np.polynomial.legendre.legval(xx, self.coef) * (1.0 - xx) ** (b - 1.0)
+            return ((xr + 1.0) / 2.0) ** a * float(w @ f)
+        t, w = special.roots_jacobi(n, b - 1.0, 0.0)   # ∫_{xr}^{1}, weight (1 - t)^(b-1)
+        xx = xr + (1.0 - xr) * 0.5 * (t + 1.0)
+        f = np.polynomial.legendre.legval(xx, self.coef) * (1.0 + xx) ** (a - 1.0)
+        return ((1.0 - xr) / 2.0) ** b * float(w @ f)
+
+    def cdf(self, r) -> float:
+        p = self.prior
+        xr = 2.0 * (float(r) - p.lower) / (p.upper - p.lower) - 1.0
+        if xr <= -1.0:
+            return 0.0
+        if xr >= 1.0:
+            return 1.0
+        if xr <= 0.0:
+            return float(np.clip(self._tail(xr, True) / self.z, 0.0, 1.0))
+        return float(np.clip(1.0 - self._tail(xr, False) / self.z, 0.0, 1.0))
 
     def quantiles(self, qs):
         qs = np.atleast_1d(np.asarray(qs, float))
-        lo, hi = np.zeros(qs.shape), np.ones(qs.shape)
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            below = self.cdf_u(mid) < qs
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return self.prior.ppf(0.5 * (lo + hi))
+        out = []
+        for q in qs:
+            lo, hi = self.prior.lower, self.prior.upper
+            for _ in range(55):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
+            out.append(0.5 * (lo + hi))
+        return np.array(out)
 
     def summary_row(self):
         m = float(self.weight @ self.rho)
@@ -652,8 +677,8 @@ def fit_survival_published_exact(times, or_, ci_low, ci_high, *, rho=0.5,
     information on the between-trial SD).
 
     ``rho``: a number (fixed), or a :class:`RhoPrior` / its text (``"uniform"``,
-    ``"beta:2:2"``): rho is then integrated out with ``n_rho`` Gauss-Legendre nodes on the
-    prior's quantile scale, each weighted by p(y | rho) = ∫ p(sigma) p(y | sigma, rho) dsigma
+    ``"beta:2:2"``): rho is then integrated out with the ``n_rho``-node Gauss-Jacobi rule of
+    the Beta prior, each node weighted by p(y | rho) = ∫ p(sigma) p(y | sigma, rho) dsigma
     (the sigma rule's normalising constant); the posterior of rho is reported (row ``rho``).
 
     ``bias``: a :class:`bayesmeta.bias_adjust.PooledBias` (mean shift and a variance shared by
@@ -730,11 +755,11 @@ def fit_survival_published_exact(times, or_, ci_low, ci_high, *, rho=0.5,
     else:
         if int(n_rho) < 4:
             raise SpecError(f"Invalid n_rho {n_rho!r}: must be >= 4.", key="n_rho")
-        u, gw = np.polynomial.legendre.leggauss(int(n_rho))
-        u, gw = 0.5 * (u + 1.0), 0.5 * gw
-        built = [grid_at(r) for r in rho_prior.ppf(u)]
+        x, gw = special.roots_jacobi(int(n_rho), rho_prior.b - 1.0, rho_prior.a - 1.0)
+        r_nodes = rho_prior.lower + (rho_prior.upper - rho_prior.lower) * 0.5 * (x + 1.0)
+        built = [grid_at(r) for r in r_nodes]
         yb = built[0][1]
-        rho_post = _RhoPost.build(rho_prior, u, gw, np.array([g.log_z for _, _, g in built]))
+        rho_post = _RhoPost.build(rho_prior, x, gw, np.array([g.log_z for _, _, g in built]))
         blocks = [_Block(float(r), C, g, float(w)) for r, (C, _, g), w in
                   zip(rho_post.rho, built, rho_post.weight)]
     tgrid = _prior_grid(tau_p, tol)
