@@ -457,7 +457,7 @@ _RHODES = ("Rhodes et al. (2015) J Clin Epidemiol 68:52-60, doi:10.1016/j.jcline
 #: tables as transcribed in R bayesmeta's ``TurnerEtAlParameters``/``RhodesEtAlParameters``:
 #: Turner 2015 marginal setting (p. 993): log tau² ~ N(-2.56, 1.74²); Table IV, all-cause
 #: mortality, pharmacological vs placebo/control: N(-3.95, 1.34²); Rhodes 2015 general setting
-#: (start of Sec. 3.3): log tau² ~ t_5(-3.44, 2.59). These match the values in the brief.
+#: (start of Sec. 3.3): log tau² ~ t_5(-3.44, 2.59).
 NAMED_PRIORS: dict[str, TauPrior] = {
     "turner2015-all": LogNormalTau2(
         -2.56, 1.74,

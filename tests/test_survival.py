@@ -209,8 +209,31 @@ def test_cloglog_hazard_ratio_does_not_depend_on_the_cut():
     for si, f in zip(s, fits):
         assert si["eti95_lb"] <= np.log(0.6) <= si["eti95_ub"]
         assert f.diagnostics.divergences == 0
+    print(f"\nlog HR (truth {np.log(0.6):.4f}): cut A {s[0]['mean']:.4f} (sd {s[0]['sd']:.4f}), "
+          f"cut B {s[1]['mean']:.4f} (sd {s[1]['sd']:.4f})")
     assert abs(s[0]["mean"] - s[1]["mean"]) < 0.5 * min(s[0]["sd"], s[1]["sd"])
     assert "proportional hazards" in fits[0].notes[0]
+    # the same machinery on counts: control risk of death per time from the control arms,
+    # the log HR's draws -> absolute effect on the hazard-ratio scale (P(benefit) is the share
+    # of draws below 0, closed form), and a predictive with the model's own joint tau draws
+    from bayesmeta.absolute import absolute_effect, baseline_from_counts
+    from bayesmeta.direction import Direction
+    from bayesmeta.fits import Param
+    from bayesmeta.mixture import EffectDistribution
+    from bayesmeta.newtrial import Predictive, assurance
+    from bayesmeta.survival_fit import as_fit
+
+    f = as_fit(fits[0])
+    d = f.draws(Param("log_hr"))
+    base = baseline_from_counts(_constant_hr_counts([4, 8, 12, 24]), events="deaths")["24"]
+    a = absolute_effect(EffectDistribution.from_draws(d), base, Direction(events="deaths"),
+                        scale="logHR")
+    assert a.p_benefit == pytest.approx(np.mean(d < 0), abs=1e-12)
+    p0 = 1 - np.exp(-0.04 * np.exp(0.045) * 24)     # E[exp(0.3 z)] = exp(0.045)
+    assert a.gain_low < (1 - p0) ** 0.6 - (1 - p0) < a.gain_high
+    pred = Predictive.from_effect(EffectDistribution.from_draws(d),
+                                  tau_draws=f.draws(Param("tau")))
+    assert 0 < assurance(pred, 0.2, Direction(events="deaths")) < 1
 
 
 # ---------------------------------------------------------------------------------------------
