@@ -55,7 +55,7 @@ __all__ = [
     "HalfNormal", "HalfCauchy", "HalfStudentT", "Uniform", "Exponential",
     "LogNormalTau2", "LogStudentTTau2",
     "NAMED_PRIORS", "parse_prior", "unit_information_sd", "default_tau_prior",
-    "default_mu_prior", "prior_sets", "PRIOR_SET_NAMES",
+    "default_mu_prior", "prior_sets", "PRIOR_SET_NAMES", "outcome_sd",
 ]
 
 _LOG2 = math.log(2.0)
@@ -481,7 +481,7 @@ _RHODES = ("Rhodes et al. (2015) J Clin Epidemiol 68:52-60, doi:10.1016/j.jcline
 #: tables as transcribed in R bayesmeta's ``TurnerEtAlParameters``/``RhodesEtAlParameters``:
 #: Turner 2015 marginal setting (p. 993): log tau² ~ N(-2.56, 1.74²); Table IV, all-cause
 #: mortality, pharmacological vs placebo/control: N(-3.95, 1.34²); Rhodes 2015 general setting
-#: (start of Sec. 3.3): log tau² ~ t_5(-3.44, 2.59). These match the values in the brief.
+#: (start of Sec. 3.3): log tau² ~ t_5(-3.44, 2.59).
 NAMED_PRIORS: dict[str, TauPrior] = {
     "turner2015-all": LogNormalTau2(
         -2.56, 1.74,
@@ -729,8 +729,41 @@ def default_mu_prior(measure: str, data=None) -> tuple[MuPrior, str]:
 PRIOR_SET_NAMES = ("weakly_informative", "sceptical", "enthusiastic", "empirical")
 
 
-def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple[MuPrior,
-                                                                                   TauPrior]]:
+def outcome_sd(measure: str, data) -> tuple[float, str] | None:
+    """The outcome's SD for scaling an SMD prior to a mean difference, and how it was found.
+
+    From per-arm SDs when given (MD: ``sd1i``/``sd2i`` with ``n1i``/``n2i``, pooled over arms
+    and studies; MC: ``sdi`` with ``ni``); otherwise from the unit-information SD s_u
+    (:func:`unit_information_sd`): for a two-arm MD with equal arms ``v = 4 sigma² / N``, so
+    ``sigma = s_u / 2``; for a one-arm mean change ``v = sigma² / n``, so ``sigma = s_u``.
+    None when neither is available.
+    """
+    m = _norm_measure(measure)
+    if data is None or m not in ("MD", "MC"):
+        return None
+    get = (lambda k: np.asarray(data[k], dtype=float) if k in data else None)
+    if m == "MD" and all(get(k) is not None for k in ("sd1i", "sd2i", "n1i", "n2i")):
+        sd1, sd2, n1, n2 = (get(k) for k in ("sd1i", "sd2i", "n1i", "n2i"))
+        ok = np.isfinite(sd1) & np.isfinite(sd2) & (n1 > 1) & (n2 > 1)
+        if ok.any():
+            num = np.sum((n1[ok] - 1) * sd1[ok] ** 2 + (n2[ok] - 1) * sd2[ok] ** 2)
+            den = np.sum(n1[ok] + n2[ok] - 2)
+            return math.sqrt(num / den), f"pooled within-arm SD of {int(ok.sum())} studies"
+    if m == "MC" and get("sdi") is not None and get("ni") is not None:
+        sd, n = get("sdi"), get("ni")
+        ok = np.isfinite(sd) & (n > 1)
+        if ok.any():
+            return (math.sqrt(np.sum((n[ok] - 1) * sd[ok] ** 2) / np.sum(n[ok] - 1)),
+                    f"pooled SD of {int(ok.sum())} studies")
+    vi, n = _extract(data)
+    if vi is None:
+        return None
+    su, how = unit_information_sd(vi, n)
+    return (su / 2.0, f"s_u / 2 ({how})") if m == "MD" else (su, f"s_u ({how})")
+
+
+def prior_sets(measure: str, data=None, *, benefit: int = -1,
+               outcome_type: str | None = None) -> dict[str, tuple[MuPrior, TauPrior]]:
     """Named (mu prior, tau prior) pairs for prior-sensitivity analysis.
 
     Parameters
@@ -741,8 +774,11 @@ def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple
         Study table with ``vi`` (or ``sei``) and optionally ``ni`` or ``n1i``/``n2i``; needed for
         MD-type measures (scale-aware priors).
     benefit : {-1, +1}
-        Direction of a beneficial effect (-1: lower is better, e.g. log-OR of death or a disease
-        difference). Used by the enthusiastic prior.
+        Direction of a beneficial effect (-1: lower is better, e.g. log-OR of death). Used by
+        the enthusiastic prior.
+    outcome_type : {None, "all-cause mortality"}
+        For log-OR: ``"all-cause mortality"`` selects Turner et al. (2015)'s prior for that
+        outcome (pharmacological vs placebo/control) in the empirical set.
 
     Returns
     -------
@@ -762,9 +798,11 @@ def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple
       benefit with 5% prior probability of harm (Spiegelhalter et al. 2004, Sec. 5.5.3);
       default tau.
     * ``empirical``: weakly informative mu with the empirical tau prior: Turner et al. 2015
-      (all outcomes) for log-OR/Peto and, as an approximation, log-RR; Rhodes et al. 2015
-      (general) for SMD. No empirical prior exists for MD/MC/RD/GEN: the scale-aware default is
-      used and its ``source`` says so.
+      (all outcomes, or all-cause mortality with ``outcome_type``) for log-OR/Peto and, as an
+      approximation, log-RR; Rhodes et al. 2015 (general) for SMD; for MD/MC the Rhodes SMD
+      prior scaled by the outcome's SD (tau_MD = SD x tau_SMD, so log tau² shifts by
+      2 log SD; :func:`outcome_sd`). Not offered (key absent) for RD/GEN, or for MD/MC when
+      no SD can be found.
     """
     m = _norm_measure(measure)
     if benefit not in (-1, 1):
@@ -783,17 +821,25 @@ def prior_sets(measure: str, data=None, *, benefit: int = -1) -> dict[str, tuple
         sets["enthusiastic"] = (Normal(benefit * d, d / 1.6448536269514722,
                                        source=f"enthusiastic: centred on {benefit * d:.4g}, "
                                               "P(harm) = 5%"), tau_wi)
+    if outcome_type not in (None, "all-cause mortality"):
+        raise SpecError(f"Invalid outcome_type {outcome_type!r}",
+                        fix="use 'all-cause mortality' or leave it unset")
     if m in ("OR", "PETO", "LOGOR"):
-        tau_emp = NAMED_PRIORS["turner2015-all"]
+        tau_emp = NAMED_PRIORS["turner2015-mortality-pharma" if outcome_type
+                               else "turner2015-all"]
     elif m in ("RR", "LOGRR"):
         base = NAMED_PRIORS["turner2015-all"]
         tau_emp = LogNormalTau2(base.mean, base.sd, source=base.source + "; derived for log-OR, "
                                 "used for log-RR as an approximation")
     elif m == "SMD":
         tau_emp = NAMED_PRIORS["rhodes2015-smd"]
+    elif m in ("MD", "MC") and outcome_sd(m, data) is not None:
+        sd, how = outcome_sd(m, data)
+        r = NAMED_PRIORS["rhodes2015-smd"]
+        tau_emp = LogStudentTTau2(r.nu, r.mean + 2.0 * math.log(sd), r.scale, source=(
+            f"Rhodes 2015 SMD prior scaled to {m} by the outcome SD {sd:.4g} ({how}): "
+            f"log tau² ~ t_{r.nu:g}({r.mean:g} + 2 log {sd:.4g}, {r.scale:g}); {_RHODES}"))
     else:
-        tau_emp = HalfNormal(tau_wi.scale, source=(
-            f"empirical prior unavailable for {m} (Turner 2015 covers log-OR, Rhodes 2015 SMD); "
-            f"using the scale-aware default: {tau_wi.source}"))
+        return sets
     sets["empirical"] = (mu_wi, tau_emp)
     return sets

@@ -144,8 +144,27 @@ def test_prior_sets():
     assert prior_sets("SMD")["empirical"][1] == NAMED_PRIORS["rhodes2015-smd"]
     d = pd.DataFrame({"vi": [0.5, 0.8], "n1i": [20, 30], "n2i": [20, 30]})
     md = prior_sets("MD", d)
-    assert "unavailable" in md["empirical"][1].describe()
-    assert md["empirical"][1] == default_tau_prior("MD", d)[0]
+    # MD empirical = Rhodes SMD prior scaled by the outcome SD: tau_MD = SD x tau_SMD, so
+    # log tau² shifts by 2 log SD; here SD = s_u / 2 (closed form below) - not the default
+    su = math.sqrt(100 / (1 / 0.5 + 1 / 0.8))
+    emp = md["empirical"][1]
+    assert emp != default_tau_prior("MD", d)[0]
+    assert emp.mean == pytest.approx(-3.44 + 2 * math.log(su / 2), rel=1e-12)
+    assert (emp.nu, emp.scale) == (5.0, 2.59)
+    # quantiles scale exactly: tau_MD(q) = SD x tau_SMD(q)
+    r = NAMED_PRIORS["rhodes2015-smd"]
+    assert emp.ppf_tau(0.9) == pytest.approx(su / 2 * r.ppf_tau(0.9), rel=1e-12)
+    # with per-arm SDs the pooled within-arm SD is used
+    d2 = pd.DataFrame({"vi": [0.5, 0.8], "n1i": [20, 30], "n2i": [20, 30],
+                       "sd1i": [2.0, 3.0], "sd2i": [2.0, 3.0]})
+    sdp = math.sqrt((38 * 4 + 58 * 9) / 96)
+    assert prior_sets("MD", d2)["empirical"][1].mean == pytest.approx(
+        -3.44 + 2 * math.log(sdp), rel=1e-12)
+    # not offered where no SD can be found or for RD
+    assert "empirical" not in prior_sets("RD", d)
+    # all-cause mortality: Turner 2015 Table IV on tau
+    assert prior_sets("OR", outcome_type="all-cause mortality")["empirical"][1] == \
+        NAMED_PRIORS["turner2015-mortality-pharma"]
     assert isinstance(default_mu_prior("MD")[0], Flat)
     with pytest.raises(SpecError):
         prior_sets("XYZ")
