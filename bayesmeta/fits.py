@@ -416,3 +416,50 @@ class DrawsFit(Fit):
                                  ess_bulk=s.get("ess_bulk", math.nan),
                                  r_hat=s.get("r_hat", math.nan))))
         return _summary_frame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# another fit under the pipeline's parameter names
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RenamedFit(Fit):
+    """A fit whose parameters are reported under other names and coordinates (e.g. a model's
+    ``log_or`` at time t as the pipeline's cell effect ``mu`` at t). ``names`` maps each
+    reported :class:`Param` to the inner fit's; parameters not in ``names`` are reported as
+    they are. Everything else is the inner fit's."""
+
+    inner: Any = None
+    names: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._back = {v: k for k, v in self.names.items()}
+
+    @property
+    def clean(self) -> bool:
+        return self.inner.clean
+
+    @property
+    def flag(self) -> str:
+        return self.inner.flag
+
+    @property
+    def result(self):
+        return getattr(self.inner, "result", None)
+
+    def _in(self, param) -> Param:
+        param = as_param(param)
+        return self.names.get(param, param)
+
+    def params(self) -> list[Param]:
+        return [self._back.get(p, p) for p in self.inner.params()]
+
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        s = self.inner.summary(ci_prob)
+        s.index = pd.Index([self._back.get(p, p) for p in s.index], dtype=object)
+        return s
+
+    def prob(self, param, *, below=None, above=None) -> float:
+        return self.inner.prob(self._in(param), below=below, above=above)
+
+    def draws(self, param, n: int | None = None) -> np.ndarray:
+        return self.inner.draws(self._in(param), n)

@@ -122,3 +122,41 @@ class EffectDistribution:
 
     def negated(self) -> "EffectDistribution":
         return EffectDistribution(-self.M, self.S, self.W, self.exact, self.label)
+
+
+def compress(M, S, W, *extra, m_bins: int = 600, s_bins: int = 60):
+    """A normal mixture with fewer components and the same moments per cell: components are
+    grouped on a grid of their means (``m_bins`` over the weighted 1e-12..1-1e-12 range, the
+    tails in the end cells) and of log SDs (``s_bins``), and each cell becomes one component
+    with the cell's total weight, mean and variance (within-cell spread of the means added to
+    the variance). The mixture's mean and variance are unchanged; its CDF moves by far less
+    than a cell's width relative to the component SDs (a cell spans 1/600 of the mixture's
+    range of means). ``extra`` arrays (e.g. a second SD per component) are averaged by weight
+    within a cell. Returns ``(M, S, W, *extra)``; mixtures of at most ``m_bins`` components
+    are returned unchanged."""
+    M, S, W = (np.asarray(x, dtype=float) for x in (M, S, W))
+    extra = [np.asarray(x, dtype=float) for x in extra]
+    if M.size <= m_bins:
+        return (M, S, W, *extra)
+    order = np.argsort(M)
+    cw = np.cumsum(W[order]) / W.sum()
+    lo = M[order][min(np.searchsorted(cw, 1e-12), M.size - 1)]
+    hi = M[order][min(np.searchsorted(cw, 1 - 1e-12), M.size - 1)]
+    width = max(hi - lo, 1e-300)
+    mi = np.clip(((M - lo) / width * m_bins).astype(np.int64), 0, m_bins - 1)
+    ls = np.log(np.maximum(S, 1e-300))
+    sl, sh = ls.min(), ls.max()
+    si = (np.zeros_like(mi) if sh <= sl else
+          np.clip(((ls - sl) / (sh - sl) * s_bins).astype(np.int64), 0, s_bins - 1))
+    for x in extra:  # extra SDs get their own log grid
+        lx = np.log(np.maximum(x, 1e-300))
+        if lx.max() > lx.min():
+            si = si * s_bins + np.clip(((lx - lx.min()) / (lx.max() - lx.min()) * s_bins)
+                                       .astype(np.int64), 0, s_bins - 1)
+    cell = mi * (si.max() + 1) + si
+    _, inv = np.unique(cell, return_inverse=True)
+    w = np.bincount(inv, weights=W)
+    m = np.bincount(inv, weights=W * M) / w
+    v = np.bincount(inv, weights=W * (S ** 2 + M ** 2)) / w - m ** 2
+    out_extra = [np.bincount(inv, weights=W * x) / w for x in extra]
+    return (m, np.sqrt(np.maximum(v, 0.0)), w / w.sum(), *out_extra)

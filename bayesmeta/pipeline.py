@@ -602,54 +602,52 @@ def _nested(an, jobs, spec, ctx):
 
 
 def _survival_published(an, od, req, base, outcome, part):
-    from bayesmeta import priors as P
-    from bayesmeta import survival
+    """Published ORs over time (one subgroup): the main fit, the sensitivity grid and the
+    survival answers (:mod:`bayesmeta.survival_quantities`)."""
+    from bayesmeta.fits import Param, RenamedFit
 
     spec, ctx = req.spec, req.ctx
-    r = od.rows
-    order = np.argsort([float(t) for t in r["time_value"]], kind="stable")
-    r = r.iloc[order]
-    times = r["time"].tolist()
-    orr, lo, hi = (r[c].to_numpy(float) for c in ("estimate", "ci_low", "ci_high"))
-    rep = spec.report
-    p0 = float(rep.control_survival) if math.isfinite(rep.control_survival) else \
-        survival.DEFAULT_CONTROL_SURVIVAL
-    thr = float(rep.thresholds[0]) if rep.thresholds else survival.DEFAULT_THRESHOLD
-    rhos = list(spec.sensitivity.rho) or [0.5]
-    rho0 = min(rhos, key=lambda x: (abs(x - 0.5), x))
-    exact = engine_for(spec, "survival-published") == "exact"
-    n_draws = 4000 if ctx.fast else 40_000
+    r = od.rows.iloc[np.argsort(od.rows["time_value"].to_numpy(float), kind="stable")]
+    if engine_for(spec, "survival-published") == "mcmc":
+        from bayesmeta import survival
+        from bayesmeta.survival_fit import as_fit
 
-    def fit(rho, mu_p=None, sig_p=None):
-        kw = ctx.sampling(spec, ctx.next_offset())
-        if exact:
-            return survival.fit_survival_published_exact(
-                times, orr, lo, hi, rho=rho, mu_prior=mu_p, sigma_prior=sig_p,
-                control_survival=p0, threshold=thr, analysis=an.name, outcome=outcome,
-                n_draws=n_draws, seed=kw["seed"])
-        return survival.fit_survival_published(
-            times, orr, lo, hi, rho=rho, mu_prior=mu_p, sigma_prior=sig_p,
-            control_survival=p0, threshold=thr, analysis=an.name, outcome=outcome,
-            warn=False, **kw)
+        res = survival.fit_survival_published(
+            r["time"].tolist(), *(r[c].to_numpy(float) for c in ("estimate", "ci_low",
+                                                                  "ci_high")),
+            or_means="death" if spec.report.events == "deaths" else "survival",
+            analysis=an.name, outcome=outcome, warn=False,
+            **ctx.sampling(spec, ctx.next_offset()))
+        inner = as_fit(res)
+        an.warnings.append(f"{outcome or 'survival'}: absolute effects and a new trial are "
+                           "computed from the exact engine; with engine 'mcmc' only the "
+                           "posterior is reported")
+        sa = None
+    else:
+        from bayesmeta import survival_quantities
 
-    mu_p = spec.bayes.mu_prior or None
-    tau_p = spec.bayes.tau_prior or None
-    main = fit(rho0, mu_p, tau_p)
-    an.records.append(FitRecord(registry.survival_fit(main, od, base), outcome, part))
-    an.extra.setdefault("survival_main", []).append((dict(base), main))
-    sens = []
-    for rho in rhos:
-        res = main if rho == rho0 else fit(rho, mu_p, tau_p)
-        sens.append((f"rho = {rho:g}", res))
-    sets = P.prior_sets("OR", None, benefit=an.sign(outcome))
-    for sname in spec.sensitivity.prior_sets:
-        m_, t_ = sets[sname]
-        sens.append((f"{sname} (rho = {rho0:g})", fit(rho0, m_, t_)))
-    for setting, res in sens:
-        an.records.append(FitRecord(registry.survival_fit(res, od, base, setting), outcome,
-                                    part, role="sensitivity", setting=setting))
-    an.extra["survival_rho0"] = rho0
-    an.extra["survival_p0"] = p0
+        sa = survival_quantities.analyse(r, spec, ctx, analysis=an.name, outcome=outcome,
+                                         coords=dict(base))
+        inner = sa.fit
+        an.extra.setdefault("survival", []).append(sa)
+    names = {Param("mu", time=ACROSS_TIME): Param("mu")}
+    for t in r["time"]:
+        names[Param("mu", time=t)] = Param("log_or", time=t)
+        names[Param("theta_new", time=t)] = Param("log_or_new", time=t)
+    fit = RenamedFit(model="survival-published", source="bayesian", method=inner.method,
+                     measure=od.measure, scale=od.scale, coords=dict(base), notes=inner.notes,
+                     provenance=inner.provenance, inner=inner, names=names)
+    an.records.append(FitRecord(fit, outcome, part))
+    if sa is not None:
+        for setting, f in sa.sens_fits:
+            from bayesmeta.survival_quantities import _setting_label
+
+            g = RenamedFit(model="survival-published", source="bayesian",
+                           method=f.method + f" [{_setting_label(setting)}]",
+                           measure=od.measure, scale=od.scale, coords=dict(base),
+                           inner=f, names=names)
+            an.records.append(FitRecord(g, outcome, part, role="sensitivity",
+                                        setting=_setting_label(setting)))
 
 
 def _survival_counts(an, od, req, base, outcome, part):

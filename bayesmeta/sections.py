@@ -439,6 +439,5 @@ def extra_survival(an, out, L) -> None:
     """Absolute benefit and a new trial for the published-OR survival model."""
     from bayesmeta.survival_sections import render_survival
 
-    if an.fits(model="survival-published") or any(
-            r.fit.model.startswith("survival") for r in an.fits()):
+    if an.extra.get("survival"):
         render_survival(an, out, L)

@@ -15,11 +15,11 @@ same table from :data:`SCHEMA`, and a test checks that the README lists every ke
 ``[data]``         dataset | path, measure, row_kind, study/time/subgroup/outcome columns,
                    outcomes, include, exclude, total_level, arm, time_unit, published
 ``[classical]``    method, test, preset, by, prediction
-``[bayes]``        model, engine, mu_prior, tau_prior, contrast
-``[sensitivity]``  prior_sets, tau_priors, rho
+``[bayes]``        model, engine, mu_prior, tau_prior, correlation, rho_prior, contrast
+``[sensitivity]``  prior_sets, tau_priors, rho, bias_sd, bias_exaggeration
 ``[sampling]``     draws, tune, chains, seed, target_accept, sampler, fast_draws, fast_tune
-``[report]``       ci_prob, thresholds, direction, reversed_outcomes, control_survival,
-                   control_survival_source, new_trial_n, notes
+``[report]``       ci_prob, thresholds, direction, reversed_outcomes, baseline,
+                   baseline_source, events, mcid, new_trial_n, notes
 ``[audit]``        recipe (published-number audit of a bundled paper: bayesmeta.recipes)
 ``[provenance]``   author, date, rationale
 ``[simulation]``   n_per_cell, fast_n_per_cell, k, tau, scales, priors, seed (a simulation
@@ -395,31 +395,6 @@ class _Validator:
         return out
 
 
-    def values(self, sec: str, k: str, v):
-        """Values no analysis can use, whatever the kind: a number that is not finite, a count
-        beyond :data:`_LIMITS`, a string with control characters."""
-        from bayesmeta.textsafe import has_control, terminal_safe
-
-        for item in (v if isinstance(v, (list, tuple)) else (v,)):
-            if isinstance(item, float) and not math.isfinite(item):
-                raise self.error(f"Invalid {k} {item!r}: must be a finite number", section=sec,
-                                 key=k, fix="Give a number (inf and nan are not values).")
-            if isinstance(item, int) and not isinstance(item, bool) and (sec, k) in _LIMITS:
-                top = _LIMITS[(sec, k)]
-                if item > top:
-                    raise self.error(f"Invalid {k} {item}: must be <= {top:,}", section=sec,
-                                     key=k, fix=f"Use at most {top:,} ({k} is a count per "
-                                                "chain or per run; more cannot finish).")
-            if isinstance(item, str):
-                bad = has_control(item, newlines=k in _FREE_TEXT)
-                if bad is not None:
-                    raise self.error(
-                        f"Invalid {k} '{terminal_safe(item, newlines=False)}': contains the "
-                        f"control character '{terminal_safe(bad, newlines=False)}'",
-                        section=sec, key=k,
-                        fix="Remove it (an escape sequence pasted from a terminal?); only "
-                            "printable text is allowed.")
-
 
 #: upper bounds of counts (the lower bounds are checked with the settings they constrain)
 _LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
@@ -427,16 +402,7 @@ _LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
            ("sampling", "chains"): 64, ("simulation", "n_per_cell"): 10**7,
            ("simulation", "fast_n_per_cell"): 10**7, ("report", "new_trial_n"): 10**9}
 #: free-text keys, which may span several lines
-_FREE_TEXT = ("description", "notes", "rationale", "control_survival_source")
-
-
-#: upper bounds of counts (the lower bounds are checked with the settings they constrain)
-_LIMITS = {("sampling", "draws"): 10**6, ("sampling", "tune"): 10**6,
-           ("sampling", "fast_draws"): 10**6, ("sampling", "fast_tune"): 10**6,
-           ("sampling", "chains"): 64, ("simulation", "n_per_cell"): 10**7,
-           ("simulation", "fast_n_per_cell"): 10**7, ("report", "new_trial_n"): 10**9}
-#: free-text keys, which may span several lines
-_FREE_TEXT = ("description", "notes", "rationale", "control_survival_source")
+_FREE_TEXT = ("description", "notes", "rationale", "baseline_source")
 
 
 def _check_prior(v: _Validator, sec: str, key: str, text: str, kind: str):
@@ -535,6 +501,26 @@ def _contradictions(v: _Validator, s: dict[str, dict], *, need_source: bool = Tr
     if con and (len(con) != 2 or con[0] == con[1]):
         bad(f"Invalid contrast {list(con)}: give two different subgroup levels [a, b]",
             "bayes", "contrast")
+    for sec_, key_, body in (("bayes", "correlation", b), ("bayes", "rho_prior", b),
+                             ("sensitivity", "bias_sd", sens),
+                             ("sensitivity", "bias_exaggeration", sens)):
+        if key_ in body and "survival-published" not in models:
+            bad(f"'{key_}' applies to model 'survival-published' only", sec_, key_)
+    if b.get("rho_prior"):
+        from bayesmeta.survival_exact import parse_rho_prior
+
+        try:
+            parse_rho_prior(b["rho_prior"])
+        except SpecError as err:
+            bad(f"Invalid rho_prior {b['rho_prior']!r}: {err.problem}", "bayes", "rho_prior",
+                fix=err.fix or "Use 'uniform' or 'beta:A:B'.")
+    for x in sens.get("bias_sd", ()):
+        if not x >= 0:
+            bad(f"Invalid bias_sd {x}: must be >= 0", "sensitivity", "bias_sd")
+    for x in sens.get("bias_exaggeration", ()):
+        if not x > 0:
+            bad(f"Invalid bias_exaggeration {x}: a ratio, must be > 0", "sensitivity",
+                "bias_exaggeration")
     if sens.get("rho") and "survival-published" not in models:
         bad("'rho' (within-source correlation over time) applies to model "
             "'survival-published' only", "sensitivity", "rho")
@@ -563,16 +549,32 @@ def _check_report(v: _Validator, rep: dict, measure: str | None, models=()):
 
     if "ci_prob" in rep and not 0.5 <= rep["ci_prob"] < 1:
         bad(f"Invalid ci_prob {rep['ci_prob']}: must be in [0.5, 1)", "ci_prob")
-    cs = rep.get("control_survival", math.nan)
-    if "control_survival" in rep and not 0 < cs < 1:
-        bad(f"Invalid control_survival {cs}: must be a probability in (0, 1)",
-            "control_survival")
-    if "control_survival" in rep and not rep.get("control_survival_source"):
-        bad("control_survival needs control_survival_source (where the value comes from)",
-            "control_survival_source")
-    for key in ("control_survival", "new_trial_n"):
-        if key in rep and "survival-published" not in models:
-            bad(f"{key} applies to model 'survival-published' only", key)
+    if "new_trial_n" in rep and "survival-published" not in models:
+        bad("new_trial_n applies to model 'survival-published' only", "new_trial_n")
+    if rep.get("baseline"):
+        from bayesmeta.absolute import baseline_from_statement
+
+        if not rep.get("baseline_source"):
+            bad("baseline needs baseline_source (where the control risks come from)",
+                "baseline_source")
+        for t, vals in rep["baseline"].items():
+            if len(vals) != 1:
+                bad(f"baseline at time {t}: give one statement, e.g. \"30/54\" or "
+                    "\"0.8 (0.65-0.9)\"", "baseline")
+            try:
+                baseline_from_statement(str(vals[0]), events=rep.get("events") or None,
+                                        where=f"report.baseline.{t}")
+            except SpecError as err:
+                bad(err.problem, "baseline", fix=err.fix)
+    if rep.get("mcid", 0.0) and not -1 < rep["mcid"] < 1:
+        bad(f"Invalid mcid {rep['mcid']}: a risk difference in (-1, 1), e.g. 0.1",
+            "mcid")
+    ev = rep.get("events", "")
+    if ev and rep.get("direction"):
+        implied = "lower_is_better" if ev == "deaths" else "higher_is_better"
+        if rep["direction"] != implied:
+            bad(f"events = '{ev}' means {implied}, but direction = '{rep['direction']}'",
+                "direction", fix=f"Set direction = '{implied}' or drop it.")
     for t in rep.get("thresholds", ()):
         if measure and vocab.is_ratio(measure) and t <= 0:
             bad(f"Invalid threshold {t}: a ratio threshold must be > 0", "thresholds")

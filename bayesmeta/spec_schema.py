@@ -29,6 +29,10 @@ RENAMED = {
                           "what is fitted (a simulation spec has a [simulation] section)",
     ("data", "outcome_column"): "renamed to [data] outcome (the outcome column)",
     ("report", "transform"): "ratios are shown on their natural scale automatically",
+    ("report", "control_survival"): "a control risk needs its uncertainty, per time point: "
+                                    "[report] baseline = {time = \"events/n\"} or "
+                                    "{time = \"c (lo-hi)\"}",
+    ("report", "control_survival_source"): "renamed to [report] baseline_source",
 }
 
 
@@ -113,6 +117,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tau_prior": _k(str, "", doc="prior of tau, e.g. 'halfnormal:0.5' or a named empirical "
                         "prior ('turner2015-all'); empty = the measure's default "
                         "(bayesmeta.priors.default_tau_prior, scale-aware for MD)"),
+        "correlation": _k(str, "ar1", choices=("exchangeable", "ar1"),
+                          doc="survival-published: correlation of the published estimates "
+                              "over time (ar1 decays with the distance in time)"),
+        "rho_prior": _k(str, "uniform", doc="survival-published: prior of the within-source "
+                                            "correlation rho ('uniform', 'beta:A:B'); '' = rho "
+                                            "fixed at the middle of [sensitivity] rho"),
         "contrast": _k(list, [], items=(str,),
                        doc="two subgroup levels [a, b]: the contrast a − b per time "
                            "(default: the first two levels in order)"),
@@ -122,6 +132,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tau_priors": _k(list, [], items=(str,), doc="extra tau priors refitted for sensitivity"),
         "rho": _k(list, [], items=(int, float),
                   doc="within-source correlation values (model survival-published)"),
+        "bias_sd": _k(list, [], items=(int, float),
+                      doc="survival-published: SDs of an additive bias of the pooled log OR "
+                          "(e.g. [0.3, 0.5]: non-randomised, unblinded studies)"),
+        "bias_exaggeration": _k(list, [], items=(int, float),
+                                doc="survival-published: factors by which the published OR "
+                                    "exaggerates the benefit (e.g. [1.2])"),
     },
     "sampling": {
         "draws": _k(int, 1000, doc="posterior draws per chain"),
@@ -141,10 +157,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         doc="which sign of the effect is a benefit for the treatment"),
         "reversed_outcomes": _k(list, [], items=(str,),
                                 doc="outcomes for which the opposite of `direction` holds"),
-        "control_survival": _k(float, math.nan,
-                               doc="control-arm survival for absolute benefit and NNT, in (0, 1) "
-                                   "(model survival-published)"),
-        "control_survival_source": _k(str, "", doc="where control_survival comes from (quoted)"),
+        "baseline": _k(dict, {}, doc="control-arm risk per time point, with its uncertainty: "
+                                     "{time = \"events/n\"} or {time = \"c (lo-hi)\"} (a "
+                                     "Beta); needed for absolute effects and a new trial"),
+        "baseline_source": _k(str, "", doc="where the baseline risks come from (quoted in the "
+                                           "report)"),
+        "events": _k(str, "", choices=("", "deaths", "survivors"),
+                     doc="what a binary outcome counts (and what the baseline is the risk of); "
+                         "deaths implies lower_is_better, survivors higher_is_better"),
+        "mcid": _k(float, 0.0, doc="clinically important risk difference (e.g. 0.1 = 10 "
+                                   "points): P(gain > mcid) is reported"),
         "new_trial_n": _k(list, [], items=(int,), doc="per-arm sizes of a hypothetical new trial "
                                                       "(model survival-published)"),
         "notes": _k(str, "", doc="free text appended to the report"),
