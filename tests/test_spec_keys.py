@@ -362,27 +362,78 @@ def k_report_reversed_outcomes(t):
                                atol=1e-12)
 
 
-def _surv(t, report):
+def _surv(t, report, bayes=None, sensitivity=None):
     return spec_of(t, {"data": {"path": PUB, "measure": "OR", "study": ""},
-                       "bayes": {"model": "survival-published"}, "report": report})
+                       "bayes": {"model": "survival-published", **(bayes or {})},
+                       "report": report, "sensitivity": sensitivity or {}})
 
 
-def k_report_control_survival(t):
-    a = page_text(run(_surv(t, {"control_survival": 0.2,
-                                "control_survival_source": "my registry"}))[1])
-    assert "20%" in a and "my registry" in a
-    refused(t, {"report": {"control_survival": 0.2, "control_survival_source": "x"}},
-            "report.control_survival")
+BASE4 = {"4": "0.8 (0.65-0.9)", "8": "0.7 (0.55-0.82)", "12": "30/50", "24": "25/50"}
 
 
-def k_report_control_survival_source(t):
+def _answers(t, report, bayes=None, sensitivity=None):
+    return "\n".join(run(_surv(t, report, bayes, sensitivity))[1].answers)
+
+
+def k_report_baseline(t):
+    assert "No absolute survival gain" in _answers(t, {})
+    a = _answers(t, {"baseline": BASE4, "baseline_source": "my registry"})
+    assert "Absolute survival gain" in a and "NNTB" in a
     refused(t, {"bayes": {"model": "survival-published"},
                 "data": {"path": PUB, "measure": "OR", "study": ""},
-                "report": {"control_survival": 0.2}}, "control_survival_source")
+                "report": {"baseline": {"4": "0.8"}, "baseline_source": "x"}},
+            "report.baseline")
+
+
+def k_report_baseline_source(t):
+    _, out = run(_surv(t, {"baseline": BASE4, "baseline_source": "my registry 2020"}))
+    assert "my registry 2020" in page_text(out)
+    refused(t, {"bayes": {"model": "survival-published"},
+                "data": {"path": PUB, "measure": "OR", "study": ""},
+                "report": {"baseline": BASE4}}, "baseline_source")
+
+
+def k_report_events(t):
+    a = _answers(t, {"direction": "higher_is_better"})
+    b = _answers(t, {"events": "deaths", "direction": "lower_is_better"})
+    assert "odds ratios of survival" in a and "odds ratios of death" in b
+    refused(t, {"report": {"events": "deaths", "direction": "higher_is_better"}},
+            "report.direction")
+
+
+def k_report_mcid(t):
+    a = _answers(t, {"baseline": BASE4, "baseline_source": "x", "mcid": 0.05})
+    assert "P(gain > 5 points)" in a
+
+
+def k_bayes_correlation(t):
+    a = run(_surv(t, {}, {"correlation": "ar1"}))[0].to_frame()
+    b = run(_surv(t, {}, {"correlation": "exchangeable"}))[0].to_frame()
+    assert not np.allclose(a["estimate"], b["estimate"])
+    refused(t, {"bayes": {"correlation": "ar1"}}, "bayes.correlation")
+
+
+def k_bayes_rho_prior(t):
+    a = run(_surv(t, {}, {"rho_prior": "uniform"}))[0].to_frame()
+    b = run(_surv(t, {}, {"rho_prior": "beta:8:2"}))[0].to_frame()
+    assert "rho" in set(a["parameter"]) and not np.allclose(a["estimate"], b["estimate"])
+    refused(t, {"bayes": {"model": "survival-published", "rho_prior": "betta:1:1"},
+                "data": {"path": PUB, "measure": "OR", "study": ""}}, "bayes.rho_prior")
+
+
+def k_sensitivity_bias_sd(t):
+    an = run(_surv(t, {}, sensitivity={"bias_sd": [0.4]}))[0]
+    assert any("bias SD 0.4" in r.setting for r in an.fits(role="sensitivity"))
+    refused(t, {"sensitivity": {"bias_sd": [0.4]}}, "sensitivity.bias_sd")
+
+
+def k_sensitivity_bias_exaggeration(t):
+    an = run(_surv(t, {}, sensitivity={"bias_exaggeration": [1.3]}))[0]
+    assert any("exaggerated x1.3" in r.setting for r in an.fits(role="sensitivity"))
 
 
 def k_report_new_trial_n(t):
-    _, out = run(_surv(t, {"new_trial_n": [321]}))
+    _, out = run(_surv(t, {"new_trial_n": [321], "baseline": BASE4, "baseline_source": "x"}))
     assert any("321 patients per arm" in a for a in out.answers)
 
 
