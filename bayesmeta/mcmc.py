@@ -191,6 +191,44 @@ def _deterministic_numba():
     return config.change_flags(numba__fastmath=False)
 
 
+#: How ``sampler="nutpie"`` gets its log density: ``"kernels"`` (default) = the disk-cached
+#: hand-written kernels of :mod:`bayesmeta.mcmc_backend` for the NNHM, binomial-normal and
+#: nested models (no compile in later processes; PyMC is not imported); ``"pytensor"`` = nutpie
+#: compiles the PyMC model in every process (5-15 s). Priors the kernels do not implement, and
+#: the survival models, always take the PyMC route. Recorded as ``nutpie_route`` in the
+#: DataTree's root attributes.
+NUTPIE_ROUTES = ("kernels", "pytensor")
+NUTPIE_ROUTE = "kernels"
+
+
+def _kernel_route(s: SamplerSettings, *priors) -> bool:
+    """Whether this fit samples with the cached kernels (see :data:`NUTPIE_ROUTE`)."""
+    if NUTPIE_ROUTE not in NUTPIE_ROUTES:
+        raise SpecError(f"Invalid bayesmeta.mcmc.NUTPIE_ROUTE {NUTPIE_ROUTE!r}: must be one of "
+                        f"{list(NUTPIE_ROUTES)}.")
+    if s.sampler != "nutpie" or NUTPIE_ROUTE != "kernels":
+        return False
+    from bayesmeta import mcmc_backend
+
+    return mcmc_backend.supported(*priors) and mcmc_backend.available()[0]
+
+
+def _sample_kernels(problem, s: SamplerSettings):
+    """Sample a :class:`bayesmeta.mcmc_backend.Problem` with nutpie. Returns (datatree,
+    compile_s, sampling_s); compile_s is the kernels' load (or first-ever compile) time, 0 when
+    this process already had them."""
+    from bayesmeta import mcmc_backend
+
+    try:
+        return mcmc_backend.sample(problem, draws=s.draws, tune=s.tune, chains=s.chains,
+                                   cores=s.cores, seed=s.seed, target_accept=s.target_accept)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # nutpie's Rust panics are BaseException subclasses
+        raise EstimationError(f"nutpie sampling failed: {err}; try sampler='pymc' or "
+                              "more tuning steps") from err
+
+
 def _sample(comp: _Compiled, data: dict[str, np.ndarray], s: SamplerSettings):
     """Sample ``comp`` with ``data`` swapped in. Returns (datatree, compile_s, sampling_s)."""
     data = {k: (np.asarray(v) if np.issubdtype(np.asarray(v).dtype, np.integer)
@@ -574,13 +612,21 @@ def fit_nnhm(yi, sei, *, mu_prior=None, tau_prior=None, study=None, measure: str
     labels = _labels(study, k)
     s = _settings(settings, sampling)
     mu_p, tau_p = _resolve_priors(measure, {"vi": sei ** 2}, mu_prior, tau_prior)
-    key = ("nnhm", k, _prior_key(mu_p), _prior_key(tau_p))
-    comp = _get_compiled(key, _build_nnhm(k, mu_p, tau_p, yi, sei))
-    dt, c_s, s_s = _sample(comp, {"yi": yi, "sei": sei}, s)
+    if _kernel_route(s, mu_p, tau_p):
+        from bayesmeta import mcmc_backend
+
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(mcmc_backend.nnhm_problem(yi, sei, mu_p, tau_p), s)
+    else:
+        route = "pytensor"
+        key = ("nnhm", k, _prior_key(mu_p), _prior_key(tau_p))
+        comp = _get_compiled(key, _build_nnhm(k, mu_p, tau_p, yi, sei))
+        dt, c_s, s_s = _sample(comp, {"yi": yi, "sei": sei}, s)
     dt = _finish_tree(dt, coords={"study": labels},
                       observed={"yi": ("study", yi)},
                       constant={"sei": ("study", sei), "vi": ("study", sei ** 2)},
                       attrs={"model": "NNHM", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "tau_prior": str(tau_p),
                              "compile_seconds": c_s, "sampling_seconds": s_s})
     reports = [Report("mu"), Report("tau"), Report("tau2"), Report("theta_new")]
@@ -661,13 +707,22 @@ def fit_binomial_normal(ai, n1i, ci, n2i, *, mu_prior=None, tau_prior=None, stud
     s = _settings(settings, sampling)
     mu_p, tau_p = _resolve_priors("OR", None, mu_prior, tau_prior)
     data = {"ai": ai, "n1i": n1i, "ci": ci, "n2i": n2i}
-    key = ("binomial-normal", k, float(baseline_sd), _prior_key(mu_p), _prior_key(tau_p))
-    comp = _get_compiled(key, _build_binomial(k, mu_p, tau_p, float(baseline_sd), data))
-    dt, c_s, s_s = _sample(comp, data, s)
+    if _kernel_route(s, mu_p, tau_p):
+        from bayesmeta import mcmc_backend
+
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(mcmc_backend.binomial_problem(
+            ai, n1i, ci, n2i, mu_p, tau_p, float(baseline_sd)), s)
+    else:
+        route = "pytensor"
+        key = ("binomial-normal", k, float(baseline_sd), _prior_key(mu_p), _prior_key(tau_p))
+        comp = _get_compiled(key, _build_binomial(k, mu_p, tau_p, float(baseline_sd), data))
+        dt, c_s, s_s = _sample(comp, data, s)
     dt = _finish_tree(dt, coords={"study": labels},
                       observed={"ai": ("study", ai), "ci": ("study", ci)},
                       constant={"n1i": ("study", n1i), "n2i": ("study", n2i)},
                       attrs={"model": "binomial-normal", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "tau_prior": str(tau_p),
                              "baseline_sd": float(baseline_sd),
                              "compile_seconds": c_s, "sampling_seconds": s_s})
@@ -1197,6 +1252,25 @@ def _cell_centring(prep: _NestedPrep, n_s: int, n_t: int) -> np.ndarray:
     return c
 
 
+def _nested_problem(prep: _NestedPrep, sizes, data: dict[str, np.ndarray]):
+    """The kernels' :class:`~bayesmeta.mcmc_backend.Problem` of a prepared dataset at padded
+    ``sizes``, from the same packed arrays the PyMC model reads (:func:`_nested_data`)."""
+    from bayesmeta import mcmc_backend
+
+    n_obs, n_s, n_t, n_j = sizes
+    par = data["nested_par"]
+    lay = _nested_layout(prep.mu_p, prep.het_p, prep.tau_p, n_s, n_t)
+    flags = tuple(par[lay[f]] for f in ("use_subgroup", "use_time", "use_study"))
+    return mcmc_backend.nested_problem(
+        data["nested_obs"], sizes, flags, par[lay["sigma_logtau_sd"]],
+        (par[lay["contrast_a"]], par[lay["contrast_b"]]), par[lay["cell_centred"]],
+        prep.mu_p, prep.het_p, prep.tau_p)
+
+
+def _route_attr(s: SamplerSettings, route: str) -> dict:
+    return {"nutpie_route": route} if s.sampler == "nutpie" else {}
+
+
 def _trim(dt, real: dict[str, int]):
     """Drop padded entries (the trailing positions of each structural dim) from every group."""
 
@@ -1234,13 +1308,18 @@ def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
     s_idx, t_idx, het_mask, c_ij, contrast = (prep.s_idx, prep.t_idx, prep.het_mask, prep.c_ij,
                                               prep.contrast)
     mu_p, het_p, tau_p = prep.mu_p, prep.het_p, prep.tau_p
-    key = prep.group_key + (tuple(sizes),)
-    comp = _get_compiled(key, _build_nested(tuple(sizes), mu_p, het_p, tau_p))
     data = _nested_data(prep, sizes)
-    missing = set(comp.data_names) - set(data)
-    if missing:  # pragma: no cover - guards the builder/data contract
-        raise EstimationError(f"nested model data missing {sorted(missing)}")
-    dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
+    if _kernel_route(s, mu_p, het_p, tau_p):
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(_nested_problem(prep, sizes, data), s)
+    else:
+        route = "pytensor"
+        key = prep.group_key + (tuple(sizes),)
+        comp = _get_compiled(key, _build_nested(tuple(sizes), mu_p, het_p, tau_p))
+        missing = set(comp.data_names) - set(data)
+        if missing:  # pragma: no cover - guards the builder/data contract
+            raise EstimationError(f"nested model data missing {sorted(missing)}")
+        dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
     dt = _trim(_drop_levels(dt, prep.flags), dict(zip(_NESTED_DIMS, prep.sizes)))
     yi, sei = df["yi"].to_numpy(float), df["sei"].to_numpy(float)
     obs_lab = [f"{r.study or r.row_kind}|{r.subgroup}|{_fmt_time(r.time)}"
@@ -1254,6 +1333,7 @@ def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
                                 "row_kind": ("obs", df["row_kind"].astype(str).to_numpy()),
                                 "heterogeneity_row": ("obs", np.array(het_mask, dtype=float))},
                       attrs={"model": "nested", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "het_prior": str(het_p),
                              "tau_prior": str(tau_p), "compile_seconds": c_s,
                              "sampling_seconds": s_s,
