@@ -14,14 +14,19 @@ Public API
 :class:`SamplerSettings`     draws/tune/chains/cores/target_accept/sampler/seed
 :class:`MCMCResult`          frozen result: datatree, summary, diagnostics, timings, ``to_frame``
 
-Sampler choice (measured, see :data:`SAMPLER_MEASUREMENT`)
------------------------------------------------------------
-The default sampler is **nutpie** with a compiled model cached per model *structure* (model kind,
-array shapes, priors); refits at the same shapes only swap data (``compiled.with_data``).
-Compile time and sampling time are recorded separately on every result
-(``compile_seconds`` is 0 when the cached compiled model was reused).
+Sampler choice (measured, see :data:`SAMPLER_MEASUREMENT` and benchmarks/results.md)
+-------------------------------------------------------------------------------------
+The default sampler is **nutpie**. For the NNHM, binomial-normal and nested models it evaluates
+hand-written log-density kernels (:mod:`bayesmeta.mcmc_backend`, :mod:`bayesmeta.mcmc_kernels`)
+that numba compiles once per machine and loads from its disk cache in later processes, so a fit
+costs its sampling plus a fraction of a second, with no PyMC import (:data:`NUTPIE_ROUTE`).
+Otherwise (``NUTPIE_ROUTE = "pytensor"``, priors the kernels do not implement, the survival
+models) nutpie compiles the PyMC model, cached per model *structure* (model kind, array shapes,
+priors) within the process; refits at the same shapes only swap data
+(``compiled.with_data``). Compile (or kernel load) time and sampling time are recorded
+separately on every result (``compile_seconds`` is 0 when nothing had to be compiled or loaded).
 
-Measured with :func:`benchmark_samplers` (``python -m bayesmeta.mcmc``) on the shared 2-core
+Measured (PyTensor route) with :func:`benchmark_samplers` (``python -m bayesmeta.mcmc``) on the shared 2-core
 machine (load average 5-7, so read as orders of magnitude), 4 chains x 2000 draws + 1000 tune,
 cores=2, seeds 1 and 2; compile = seconds to build+compile in a process whose numba disk cache
 is warm (the first-ever compile took 14-28 s for nutpie and ~24 s for pymc under load); 0 = the
