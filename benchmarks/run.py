@@ -192,6 +192,11 @@ MANUAL_ROUTES = [
      "sampling 23.1 s), warm 32.4 and 35.0 s (sampling 28.3, 31.2 s): the log density is a "
      "Python callback into JAX (GIL, ~100 us per gradient), so the persistent cache saves "
      "nothing that matters; +365 MB installed (jaxlib 330 MB). Rejected."),
+    ("nutpie Python-callback interface calling the cached kernel as a numba function "
+     "(2026-12-05, prototype, load average 4)",
+     "warm process: kernel load 0.25 s, sampling 6.3-6.6 s (275 000 gradient calls through "
+     "Python, GIL shared by the two chains), 10-13 s per process. Rejected: the C-callback "
+     "interface runs the same kernel in 0.2-0.4 s."),
 ]
 
 
