@@ -14,14 +14,19 @@ Public API
 :class:`SamplerSettings`     draws/tune/chains/cores/target_accept/sampler/seed
 :class:`MCMCResult`          frozen result: datatree, summary, diagnostics, timings, ``to_frame``
 
-Sampler choice (measured, see :data:`SAMPLER_MEASUREMENT`)
------------------------------------------------------------
-The default sampler is **nutpie** with a compiled model cached per model *structure* (model kind,
-array shapes, priors); refits at the same shapes only swap data (``compiled.with_data``).
-Compile time and sampling time are recorded separately on every result
-(``compile_seconds`` is 0 when the cached compiled model was reused).
+Sampler choice (measured, see :data:`SAMPLER_MEASUREMENT` and benchmarks/results.md)
+-------------------------------------------------------------------------------------
+The default sampler is **nutpie**. For the NNHM, binomial-normal and nested models it evaluates
+hand-written log-density kernels (:mod:`bayesmeta.mcmc_backend`, :mod:`bayesmeta.mcmc_kernels`)
+that numba compiles once per machine and loads from its disk cache in later processes, so a fit
+costs its sampling plus a fraction of a second, with no PyMC import (:data:`NUTPIE_ROUTE`).
+Otherwise (``NUTPIE_ROUTE = "pytensor"``, priors the kernels do not implement, the survival
+models) nutpie compiles the PyMC model, cached per model *structure* (model kind, array shapes,
+priors) within the process; refits at the same shapes only swap data
+(``compiled.with_data``). Compile (or kernel load) time and sampling time are recorded
+separately on every result (``compile_seconds`` is 0 when nothing had to be compiled or loaded).
 
-Measured with :func:`benchmark_samplers` (``python -m bayesmeta.mcmc``) on the shared 2-core
+Measured (PyTensor route) with :func:`benchmark_samplers` (``python -m bayesmeta.mcmc``) on the shared 2-core
 machine (load average 5-7, so read as orders of magnitude), 4 chains x 2000 draws + 1000 tune,
 cores=2, seeds 1 and 2; compile = seconds to build+compile in a process whose numba disk cache
 is warm (the first-ever compile took 14-28 s for nutpie and ~24 s for pymc under load); 0 = the
@@ -192,6 +197,44 @@ def _deterministic_numba():
     return config.change_flags(numba__fastmath=False)
 
 
+#: How ``sampler="nutpie"`` gets its log density: ``"kernels"`` (default) = the disk-cached
+#: hand-written kernels of :mod:`bayesmeta.mcmc_backend` for the NNHM, binomial-normal and
+#: nested models (no compile in later processes; PyMC is not imported); ``"pytensor"`` = nutpie
+#: compiles the PyMC model in every process (5-15 s). Priors the kernels do not implement, and
+#: the survival models, always take the PyMC route. Recorded as ``nutpie_route`` in the
+#: DataTree's root attributes.
+NUTPIE_ROUTES = ("kernels", "pytensor")
+NUTPIE_ROUTE = "kernels"
+
+
+def _kernel_route(s: SamplerSettings, *priors) -> bool:
+    """Whether this fit samples with the cached kernels (see :data:`NUTPIE_ROUTE`)."""
+    if NUTPIE_ROUTE not in NUTPIE_ROUTES:
+        raise SpecError(f"Invalid bayesmeta.mcmc.NUTPIE_ROUTE {NUTPIE_ROUTE!r}: must be one of "
+                        f"{list(NUTPIE_ROUTES)}.")
+    if s.sampler != "nutpie" or NUTPIE_ROUTE != "kernels":
+        return False
+    from bayesmeta import mcmc_backend
+
+    return mcmc_backend.supported(*priors) and mcmc_backend.available()[0]
+
+
+def _sample_kernels(problem, s: SamplerSettings):
+    """Sample a :class:`bayesmeta.mcmc_backend.Problem` with nutpie. Returns (datatree,
+    compile_s, sampling_s); compile_s is the kernels' load (or first-ever compile) time, 0 when
+    this process already had them."""
+    from bayesmeta import mcmc_backend
+
+    try:
+        return mcmc_backend.sample(problem, draws=s.draws, tune=s.tune, chains=s.chains,
+                                   cores=s.cores, seed=s.seed, target_accept=s.target_accept)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # nutpie's Rust panics are BaseException subclasses
+        raise EstimationError(f"nutpie sampling failed: {err}; try sampler='pymc' or "
+                              "more tuning steps") from err
+
+
 def _sample(comp: _Compiled, data: dict[str, np.ndarray], s: SamplerSettings):
     """Sample ``comp`` with ``data`` swapped in. Returns (datatree, compile_s, sampling_s)."""
     data = {k: (np.asarray(v) if np.issubdtype(np.asarray(v).dtype, np.integer)
@@ -289,15 +332,24 @@ def _draws(dt, rep: Report) -> xr.DataArray:
 
 
 def _summary(dt, reports) -> pd.DataFrame:
-    """az.summary (95% ETI, never ArviZ's 89% default) plus the median, indexed by label."""
+    """az.summary (95% ETI, never ArviZ's 89% default) plus the median, indexed by label.
+
+    The reported scalars are stacked along one dim of one variable, so ArviZ computes each
+    statistic once over all of them (per variable it cost ~0.25 CPU-s for 17 scalars); the
+    numbers are those of az.summary per scalar (tests/test_mcmc_backend.py)."""
     import arviz as az
 
-    ds = xr.Dataset({rep.label: _draws(dt, rep).reset_coords(drop=True) for rep in reports})
+    labels = [rep.label for rep in reports]
+    arr = np.stack([np.asarray(_draws(dt, rep).values, dtype=float) for rep in reports], -1)
+    da = xr.DataArray(arr, dims=("chain", "draw", "_label"), coords={"_label": labels})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        summ = az.summary(ds, ci_prob=CI_PROB, ci_kind=CI_KIND)
+        summ = az.summary(xr.Dataset({"_v": da}), ci_prob=CI_PROB, ci_kind=CI_KIND)
     summ = pd.DataFrame(summ)
-    summ["median"] = [float(ds[c].median()) for c in summ.index]
+    if len(summ) != len(labels):  # pragma: no cover - guards ArviZ's row naming
+        raise EstimationError(f"summary has {len(summ)} rows for {len(labels)} parameters")
+    summ.index = labels
+    summ["median"] = np.median(arr.reshape(-1, len(labels)), axis=0)
     return summ
 
 
@@ -575,13 +627,21 @@ def fit_nnhm(yi, sei, *, mu_prior=None, tau_prior=None, study=None, measure: str
     labels = _labels(study, k)
     s = _settings(settings, sampling)
     mu_p, tau_p = _resolve_priors(measure, {"vi": sei ** 2}, mu_prior, tau_prior)
-    key = ("nnhm", k, _prior_key(mu_p), _prior_key(tau_p))
-    comp = _get_compiled(key, _build_nnhm(k, mu_p, tau_p, yi, sei))
-    dt, c_s, s_s = _sample(comp, {"yi": yi, "sei": sei}, s)
+    if _kernel_route(s, mu_p, tau_p):
+        from bayesmeta import mcmc_backend
+
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(mcmc_backend.nnhm_problem(yi, sei, mu_p, tau_p), s)
+    else:
+        route = "pytensor"
+        key = ("nnhm", k, _prior_key(mu_p), _prior_key(tau_p))
+        comp = _get_compiled(key, _build_nnhm(k, mu_p, tau_p, yi, sei))
+        dt, c_s, s_s = _sample(comp, {"yi": yi, "sei": sei}, s)
     dt = _finish_tree(dt, coords={"study": labels},
                       observed={"yi": ("study", yi)},
                       constant={"sei": ("study", sei), "vi": ("study", sei ** 2)},
                       attrs={"model": "NNHM", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "tau_prior": str(tau_p),
                              "compile_seconds": c_s, "sampling_seconds": s_s})
     reports = [Report("mu"), Report("tau"), Report("tau2"), Report("theta_new")]
@@ -662,13 +722,22 @@ def fit_binomial_normal(ai, n1i, ci, n2i, *, mu_prior=None, tau_prior=None, stud
     s = _settings(settings, sampling)
     mu_p, tau_p = _resolve_priors("OR", None, mu_prior, tau_prior)
     data = {"ai": ai, "n1i": n1i, "ci": ci, "n2i": n2i}
-    key = ("binomial-normal", k, float(baseline_sd), _prior_key(mu_p), _prior_key(tau_p))
-    comp = _get_compiled(key, _build_binomial(k, mu_p, tau_p, float(baseline_sd), data))
-    dt, c_s, s_s = _sample(comp, data, s)
+    if _kernel_route(s, mu_p, tau_p):
+        from bayesmeta import mcmc_backend
+
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(mcmc_backend.binomial_problem(
+            ai, n1i, ci, n2i, mu_p, tau_p, float(baseline_sd)), s)
+    else:
+        route = "pytensor"
+        key = ("binomial-normal", k, float(baseline_sd), _prior_key(mu_p), _prior_key(tau_p))
+        comp = _get_compiled(key, _build_binomial(k, mu_p, tau_p, float(baseline_sd), data))
+        dt, c_s, s_s = _sample(comp, data, s)
     dt = _finish_tree(dt, coords={"study": labels},
                       observed={"ai": ("study", ai), "ci": ("study", ci)},
                       constant={"n1i": ("study", n1i), "n2i": ("study", n2i)},
                       attrs={"model": "binomial-normal", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "tau_prior": str(tau_p),
                              "baseline_sd": float(baseline_sd),
                              "compile_seconds": c_s, "sampling_seconds": s_s})
@@ -1206,6 +1275,25 @@ def _cell_centring(prep: _NestedPrep, n_s: int, n_t: int) -> np.ndarray:
     return c
 
 
+def _nested_problem(prep: _NestedPrep, sizes, data: dict[str, np.ndarray]):
+    """The kernels' :class:`~bayesmeta.mcmc_backend.Problem` of a prepared dataset at padded
+    ``sizes``, from the same packed arrays the PyMC model reads (:func:`_nested_data`)."""
+    from bayesmeta import mcmc_backend
+
+    n_obs, n_s, n_t, n_j = sizes
+    par = data["nested_par"]
+    lay = _nested_layout(prep.mu_p, prep.het_p, prep.tau_p, n_s, n_t)
+    flags = tuple(par[lay[f]] for f in ("use_subgroup", "use_time", "use_study"))
+    return mcmc_backend.nested_problem(
+        data["nested_obs"], sizes, flags, par[lay["sigma_logtau_sd"]],
+        (par[lay["contrast_a"]], par[lay["contrast_b"]]), par[lay["cell_centred"]],
+        prep.mu_p, prep.het_p, prep.tau_p)
+
+
+def _route_attr(s: SamplerSettings, route: str) -> dict:
+    return {"nutpie_route": route} if s.sampler == "nutpie" else {}
+
+
 def _trim(dt, real: dict[str, int]):
     """Drop padded entries (the trailing positions of each structural dim) from every group."""
 
@@ -1243,13 +1331,18 @@ def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
     s_idx, t_idx, het_mask, c_ij, contrast = (prep.s_idx, prep.t_idx, prep.het_mask, prep.c_ij,
                                               prep.contrast)
     mu_p, het_p, tau_p = prep.mu_p, prep.het_p, prep.tau_p
-    key = prep.group_key + (tuple(sizes),)
-    comp = _get_compiled(key, _build_nested(tuple(sizes), mu_p, het_p, tau_p))
     data = _nested_data(prep, sizes)
-    missing = set(comp.data_names) - set(data)
-    if missing:  # pragma: no cover - guards the builder/data contract
-        raise EstimationError(f"nested model data missing {sorted(missing)}")
-    dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
+    if _kernel_route(s, mu_p, het_p, tau_p):
+        route = "kernels"
+        dt, c_s, s_s = _sample_kernels(_nested_problem(prep, sizes, data), s)
+    else:
+        route = "pytensor"
+        key = prep.group_key + (tuple(sizes),)
+        comp = _get_compiled(key, _build_nested(tuple(sizes), mu_p, het_p, tau_p))
+        missing = set(comp.data_names) - set(data)
+        if missing:  # pragma: no cover - guards the builder/data contract
+            raise EstimationError(f"nested model data missing {sorted(missing)}")
+        dt, c_s, s_s = _sample(comp, {k: data[k] for k in comp.data_names}, s)
     dt = _trim(_drop_levels(dt, prep.flags), dict(zip(_NESTED_DIMS, prep.sizes)))
     yi, sei = df["yi"].to_numpy(float), df["sei"].to_numpy(float)
     obs_lab = [f"{r.study or r.row_kind}|{r.subgroup}|{_fmt_time(r.time)}"
@@ -1263,6 +1356,7 @@ def _nested_fit(prep: _NestedPrep, sizes) -> MCMCResult:
                                 "row_kind": ("obs", df["row_kind"].astype(str).to_numpy()),
                                 "heterogeneity_row": ("obs", np.array(het_mask, dtype=float))},
                       attrs={"model": "nested", "seed": s.seed, "sampler": s.sampler,
+                             **_route_attr(s, route),
                              "mu_prior": str(mu_p), "het_prior": str(het_p),
                              "tau_prior": str(tau_p), "compile_seconds": c_s,
                              "sampling_seconds": s_s,

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from bayesmeta.exceptions import SpecError
 from bayesmeta.prior_scale import covering_scale, data_scale
@@ -62,6 +62,29 @@ _LOG2 = math.log(2.0)
 #: largest prior location/scale accepted: its square (1e300) is still a finite double
 _HUGE = 1e150
 _LOG_TAU2_MAX = 460.0
+_NORM_LOGC = 0.5 * math.log(2.0 * math.pi)
+
+
+def _stats():
+    """scipy.stats, imported when a Student-t prior needs it (it costs ~0.5 s to import, and
+    the normal-based priors of the exact engine's default path do without it)."""
+    from scipy import stats
+
+    return stats
+
+
+def _norm_logpdf(x, mean, sd):
+    """Normal log density, the expression scipy.stats.norm.logpdf evaluates."""
+    z = (np.asarray(x, dtype=float) - mean) / sd
+    return -z ** 2 / 2.0 - _NORM_LOGC - np.log(sd)
+
+
+def _norm_cdf(x, mean, sd):
+    return special.ndtr((np.asarray(x, dtype=float) - mean) / sd)
+
+
+def _norm_ppf(q, mean, sd):
+    return special.ndtri(np.asarray(q, dtype=float)) * sd + mean
 
 
 def _fmt(v) -> str:
@@ -152,7 +175,7 @@ class Normal(MuPrior):
 
     def logpdf(self, mu):
         """Log density at ``mu`` (vectorised)."""
-        return stats.norm.logpdf(np.asarray(mu, dtype=float), self.mean, self.sd)
+        return _norm_logpdf(mu, self.mean, self.sd)
 
     def to_pymc(self, name: str = "mu", **kw):
         """``pm.Normal(name, mu=mean, sigma=sd)``; call inside a ``pm.Model`` context."""
@@ -246,7 +269,7 @@ class HalfNormal(TauPrior):
     def logpdf_tau(self, tau):
         t = self._tau(tau)
         with np.errstate(divide="ignore"):
-            out = _LOG2 + stats.norm.logpdf(t, 0.0, self.scale)
+            out = _LOG2 + _norm_logpdf(t, 0.0, self.scale)
         return np.where(t >= 0, out, -np.inf)
 
     def cdf_tau(self, tau):
@@ -309,15 +332,15 @@ class HalfStudentT(TauPrior):
 
     def logpdf_tau(self, tau):
         t = self._tau(tau)
-        out = _LOG2 + stats.t.logpdf(t, self.nu, 0.0, self.scale)
+        out = _LOG2 + _stats().t.logpdf(t, self.nu, 0.0, self.scale)
         return np.where(t >= 0, out, -np.inf)
 
     def cdf_tau(self, tau):
         t = np.maximum(self._tau(tau), 0.0)
-        return 2.0 * stats.t.cdf(t, self.nu, 0.0, self.scale) - 1.0
+        return 2.0 * _stats().t.cdf(t, self.nu, 0.0, self.scale) - 1.0
 
     def ppf_tau(self, q):
-        return stats.t.ppf(0.5 + 0.5 * np.asarray(q, dtype=float), self.nu, 0.0, self.scale)
+        return _stats().t.ppf(0.5 + 0.5 * np.asarray(q, dtype=float), self.nu, 0.0, self.scale)
 
     def to_pymc(self, name: str = "tau", **kw):
         import pymc as pm
@@ -402,17 +425,17 @@ class LogNormalTau2(TauPrior):
         t = self._tau(tau)
         with np.errstate(divide="ignore", invalid="ignore"):
             x = 2.0 * np.log(t)
-            out = stats.norm.logpdf(x, self.mean, self.sd) + _LOG2 - np.log(t)
+            out = _norm_logpdf(x, self.mean, self.sd) + _LOG2 - np.log(t)
         return np.where(t > 0, out, -np.inf)
 
     def cdf_tau(self, tau):
         t = self._tau(tau)
         with np.errstate(divide="ignore"):
             x = 2.0 * np.log(np.maximum(t, 0.0))
-        return stats.norm.cdf(x, self.mean, self.sd)
+        return _norm_cdf(x, self.mean, self.sd)
 
     def ppf_tau(self, q):
-        return np.exp(0.5 * stats.norm.ppf(np.asarray(q, dtype=float), self.mean, self.sd))
+        return np.exp(0.5 * _norm_ppf(q, self.mean, self.sd))
 
     def to_pymc(self, name: str = "tau", **kw):
         """Sample ``log_<name>2`` ~ Normal and return ``pm.Deterministic(name, exp(x/2))``.
@@ -450,17 +473,17 @@ class LogStudentTTau2(TauPrior):
         t = self._tau(tau)
         with np.errstate(divide="ignore", invalid="ignore"):
             x = 2.0 * np.log(t)
-            out = stats.t.logpdf(x, self.nu, self.mean, self.scale) + _LOG2 - np.log(t)
+            out = _stats().t.logpdf(x, self.nu, self.mean, self.scale) + _LOG2 - np.log(t)
         return np.where(t > 0, out, -np.inf)
 
     def cdf_tau(self, tau):
         t = self._tau(tau)
         with np.errstate(divide="ignore"):
             x = 2.0 * np.log(np.maximum(t, 0.0))
-        return stats.t.cdf(x, self.nu, self.mean, self.scale)
+        return _stats().t.cdf(x, self.nu, self.mean, self.scale)
 
     def ppf_tau(self, q):
-        return np.exp(0.5 * stats.t.ppf(np.asarray(q, dtype=float), self.nu, self.mean,
+        return np.exp(0.5 * _stats().t.ppf(np.asarray(q, dtype=float), self.nu, self.mean,
                                         self.scale))
 
     def to_pymc(self, name: str = "tau", **kw):

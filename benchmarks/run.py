@@ -1,18 +1,22 @@
-"""Benchmarks: ``python benchmarks/run.py [--quick] [--skip-mcmc] [--skip-run] [--sim-n N]``.
+"""Benchmarks: ``python benchmarks/run.py [--quick] [--skip-mcmc] [--skip-run] [--skip-routes]
+[--skip-anchors] [--warm N] [--sim-n N]``.
 
-Writes ``benchmarks/results.md``: a Markdown table of timings with ratios against a baseline
-measured in the same run (so machines and load cancel out):
+Writes ``benchmarks/results.md`` (and ``results.json``: the engine/batch/simulate rows, read by
+the report; ``latency.json``: the latency, run, routes and anchors figures): the machine, the date and load, each
+target of issue 14 with its measured figure, then the tables below. Wall time beside CPU time
+(user + system of the measured processes): the machine is shared, so wall time varies with the
+load and CPU time is the steadier figure. Ratios are against a baseline measured in the same run.
 
-1. exact NNHM (``bayesmeta.exact.fit_exact``) per fit at k = 2, 10, 50 vs the PyMC NNHM
-   (``bayesmeta.mcmc.fit_nnhm``: compile and sampling timed separately, 4 chains x 1000 draws);
-2. classical full battery (``classical.rma`` for every tau² estimator x {z, KNHA}) at k = 10,
-   1 000, 10 000, each k in a subprocess with a time limit (a quadratic-memory implementation
-   must not take the machine down);
-3. batch throughput (meta-analyses/s): ``batch.classical_batch`` and ``batch.exact_batch`` vs a
-   loop over the scalar engines;
-4. ``bayesmeta run`` of every bundled spec, cold (fresh process, empty compile cache) and
-   warm (cache filled);
-5. ``bayesmeta simulate`` throughput with one and two local worker processes (speed-up).
+1. per-analysis latency (``latency.analyses``): one fresh process per analysis (NNHM by
+   ``bayesmeta bayes --engine mcmc``, binomial-normal and nested by a script doing the same),
+   cold (empty compile caches) and warm, with the fit's own kernel-load and sampling seconds,
+   beside ``bayesmeta bayes`` (exact) and ``bayesmeta classical``;
+2. ``bayesmeta run`` of every bundled spec, cold and warm, with peak memory;
+3. anchors (``anchors.py``): PyMC's default ``pm.sample`` on the same model, R metafor ``rma()``,
+   R bayesmeta ``bayesmeta()`` and brms (nested model: first fit and refit), skipped with a note
+   when absent;
+4. the routes measured to choose the MCMC backend (``latency.routes``), cold and warm;
+5. exact NNHM vs MCMC per fit, classical battery, batch throughput, ``bayesmeta simulate``.
 
 Timings are medians of repeats; no test asserts on them.
 """
@@ -26,13 +30,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 PY = sys.executable
 
@@ -75,13 +79,14 @@ def bench_exact_vs_pymc(rows, quick, skip_mcmc):
                                chains=4, cores=2, warn=False, seed=2)
             comp, samp = r1.compile_seconds, statistics.median([r1.sampling_seconds,
                                                                  r2.sampling_seconds])
-            rows.append(dict(group="exact NNHM", case=f"k = {k}: PyMC NNHM compile (nutpie)",
+            rows.append(dict(group="exact NNHM",
+                             case=f"k = {k}: MCMC NNHM kernel load (0 once loaded)",
                              seconds=comp, baseline="exact", ratio=f"{comp / t_ex:.0f}x"))
             rows.append(dict(group="exact NNHM",
-                             case=f"k = {k}: PyMC NNHM sampling 4x{draws} (+{draws} tune)",
+                             case=f"k = {k}: MCMC NNHM sampling 4x{draws} (+{draws} tune)",
                              seconds=samp, baseline="exact", ratio=f"{samp / t_ex:.0f}x"))
         except Exception as err:  # noqa: BLE001 - report, don't die
-            rows.append(dict(group="exact NNHM", case=f"k = {k}: PyMC NNHM",
+            rows.append(dict(group="exact NNHM", case=f"k = {k}: MCMC NNHM",
                              seconds=float("nan"), baseline="", ratio=f"failed: {err}"[:80]))
 
 
@@ -159,39 +164,6 @@ def bench_batch(rows, quick):
                      f"{1 / t_eb:.0f} meta-analyses/s"))
 
 
-def bench_run(rows, quick):
-    if not (ROOT / "bayesmeta" / "cli" / "_run.py").exists():
-        rows.append(dict(group="bayesmeta run", case="runner not present", seconds=float("nan"),
-                         baseline="", ratio="skipped"))
-        return
-    # issue 4's targets: every bundled analysis, cold (fresh process, empty pytensor compile
-    # cache) < 90 s and warm (fresh process, cache filled by the cold run) < 30 s
-    args = [] if not quick else [str(ROOT / "models" / "bcg.toml"), "--fast"]
-    label = "all bundled specs" if not quick else "bcg.toml --fast"
-    with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, MPLBACKEND="Agg", PYTENSOR_FLAGS=f"base_compiledir={cache}")
-        times = []
-        for i in range(1 + (4 if not quick else 2)):
-            t0 = time.perf_counter()
-            p = subprocess.run([PY, "-m", "bayesmeta", "run", *args, "--out", f"{d}/r{i}",
-                                "-q"], capture_output=True, text=True, env=env, cwd=ROOT,
-                               timeout=900)
-            times.append(time.perf_counter() - t0)
-            if p.returncode != 0:
-                rows.append(dict(group="bayesmeta run", case=label, seconds=float("nan"),
-                                 baseline="", ratio=f"failed (exit {p.returncode})"))
-                return
-    warm = sorted(times[1:])
-    med = statistics.median(warm)
-    rows.append(dict(group="bayesmeta run", case=f"cold: {label} (fresh process, empty cache)",
-                     seconds=times[0], baseline="", ratio="target < 90 s" if not quick else ""))
-    rows.append(dict(group="bayesmeta run",
-                     case=f"warm: {label} (median of {len(warm)} further runs; all: "
-                          + ", ".join(f"{t:.1f}" for t in warm) + " s)",
-                     seconds=med, baseline="cold", ratio=f"{times[0] / med:.1f}x faster"
-                     + (f"; worst {warm[-1]:.1f} s; target < 30 s" if not quick else "")))
-
-
 def bench_simulate(rows, sim_n, quick):
     from bayesmeta import simulate as sim
 
@@ -209,40 +181,278 @@ def bench_simulate(rows, sim_n, quick):
     return res
 
 
+#: Routes measured once by hand and not re-run here (their dependencies are not installed):
+#: (route, figures). The JAX route needs jax + jaxlib (365 MB); with jax installed, every
+#: ``import arviz`` (arviz_base probes for numpyro/jax) took ~2 s longer, for every bayesmeta
+#: user of the venv, so it was uninstalled after measuring.
+MANUAL_ROUTES = [
+    ("nutpie JAX backend + JAX persistent compilation cache (jax/jaxlib 0.12.0.1, 2026-12-05, "
+     "load average 1.5-3.5)",
+     "NNHM BCG, 4 x 2000 + 1000, one fresh process each: cold 26.9 s wall (compile 0.3 s + "
+     "sampling 23.1 s), warm 32.4 and 35.0 s (sampling 28.3, 31.2 s): the log density is a "
+     "Python callback into JAX (GIL, ~100 us per gradient), so the persistent cache saves "
+     "nothing that matters; +365 MB installed (jaxlib 330 MB). Rejected."),
+    ("nutpie Python-callback interface calling the cached kernel as a numba function "
+     "(2026-12-05, prototype, load average 4)",
+     "warm process: kernel load 0.25 s, sampling 6.3-6.6 s (275 000 gradient calls through "
+     "Python, GIL shared by the two chains), 10-13 s per process. Rejected: the C-callback "
+     "interface runs the same kernel in 0.2-0.4 s."),
+]
+
+
+def _f(x, unit="s", nd=2):
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    return f"{x:.{nd}f} {unit}" if unit else f"{x:.{nd}f}"
+
+
+def _machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
+                   .splitlines() if line.startswith("MemTotal")) / 2 ** 20
+    except (OSError, StopIteration, ValueError):
+        mem = float("nan")
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GB RAM, {platform.system()} {platform.machine()}"
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for p in ("numpy", "numba", "nutpie", "pymc", "pytensor", "arviz"):
+        try:
+            out.append(f"{p} {version(p)}")
+        except PackageNotFoundError:
+            out.append(f"{p} (absent)")
+    return ", ".join(out)
+
+
+TARGETS = {"NNHM MCMC": (3.0, 15.0), "binomial-normal MCMC": (3.0, 15.0),
+           "nested MCMC": (3.0, 15.0)}
+
+
+def latency_sections(lat, runall, routes_, anch) -> list[str]:
+    L = []
+    by = {r["model"]: r for r in lat}
+    # targets
+    L += ["## Targets (issue 14)", "",
+          "| target | measured wall (CPU) | met? |", "|---|---|---|"]
+    for model, (tw, tc) in TARGETS.items():
+        r = by.get(model)
+        if not r or "error" in r:
+            L.append(f"| {model}: one CLI call, ≤ {tw:g} s warm, ≤ {tc:g} s cold | "
+                     f"{(r or {}).get('error', 'not run')} | no |")
+            continue
+        L.append(f"| {model}: one CLI call on a 13-18 row table, ≤ {tw:g} s warm | "
+                 f"{_f(r['warm_wall'])} ({_f(r['warm_cpu'])} CPU) | "
+                 f"{'yes' if r['warm_wall'] <= tw else 'no (wall)'}"
+                 f"{'' if r['warm_wall'] <= tw or r['warm_cpu'] > tw else '; CPU time is within'} |")
+        L.append(f"| {model}: same, ≤ {tc:g} s cold | {_f(r['cold_wall'])} "
+                 f"({_f(r['cold_cpu'])} CPU) | {'yes' if r['cold_wall'] <= tc else 'no'} |")
+    if runall and "error" not in runall:
+        L.append(f"| `bayesmeta run`, all bundled specs, ≤ 10 s warm | {_f(runall['warm_wall'])} "
+                 f"({_f(runall['warm_cpu'])} CPU) | {'yes' if runall['warm_wall'] <= 10 else 'no'} |")
+        L.append(f"| `bayesmeta run`, all bundled specs, ≤ 30 s cold | {_f(runall['cold_wall'])} "
+                 f"({_f(runall['cold_cpu'])} CPU) | {'yes' if runall['cold_wall'] <= 30 else 'no'} |")
+        L.append(f"| `bayesmeta run` peak memory (reported) | {runall['tree_mb']:.0f} MB all "
+                 f"processes; {runall['rss_mb']:.0f} MB largest process | - |")
+    L += ["", "Same seed, same draws, cold or warm cache: guarded by "
+          "`tests/test_mcmc.py::test_nested_same_seed_identical_with_cold_and_warm_compile_cache` "
+          "(`-m slow`, both nutpie routes).", ""]
+    # per-analysis latency
+    L += ["## Per-analysis latency (one fresh process per call)", "",
+          "Cold: empty compile caches (`NUMBA_CACHE_DIR`, PyTensor `base_compiledir`); warm: "
+          "median of the further runs with the caches the cold run filled. *load* = the fit's "
+          "kernel load (warm) or first compile (cold); *sampling* = nutpie's sampling, 4 chains "
+          "x 2000 draws + 1000 tune. CPU = user + system of the process.", "",
+          "| case | cold wall (CPU) | cold load + sampling | warm wall (CPU) | warm load + "
+          "sampling | all warm walls | peak RSS |", "|---|---|---|---|---|---|---:|"]
+    for r in lat:
+        if "error" in r:
+            L.append(f"| {r['case']} | failed: {r['error']} | | | | | |")
+            continue
+        ls = (lambda a, b: "-" if a != a else f"{a:.2f} + {b:.2f} s")
+        L.append(f"| {r['case']} | {_f(r['cold_wall'])} ({_f(r['cold_cpu'])}) | "
+                 f"{ls(r['cold_compile'], r['cold_sampling'])} | {_f(r['warm_wall'])} "
+                 f"({_f(r['warm_cpu'])}) | {ls(r['warm_compile'], r['warm_sampling'])} | "
+                 + ", ".join(f"{w:.2f}" for w in r["warm_walls"]) + f" | {r['rss_mb']:.0f} MB |")
+    L.append("")
+    if runall:
+        L += ["## `bayesmeta run` (all bundled specs)", ""]
+        if "error" in runall:
+            L.append(f"failed: {runall['error']}")
+        else:
+            L += ["| | wall | CPU | peak memory, all processes | largest process |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| cold | {_f(runall['cold_wall'])} | {_f(runall['cold_cpu'])} | "
+                  f"{runall['tree_mb']:.0f} MB | {runall['rss_mb']:.0f} MB |",
+                  f"| warm (median; all: {', '.join(f'{w:.1f}' for w in runall['warm_walls'])}"
+                  f" s) | {_f(runall['warm_wall'])} | {_f(runall['warm_cpu'])} | | |"]
+        L.append("")
+    # anchors
+    if anch is not None:
+        nn = by.get("NNHM MCMC", {})
+        ne = by.get("nested MCMC", {})
+        ex = by.get("NNHM exact", {})
+        cl = by.get("classical", {})
+        rt = {r["route"]: r for r in (routes_ or [])}
+        L += ["## Anchors (same run)", "",
+              "| anchor | its figure | ours | ratio (anchor / ours) |", "|---|---|---|---|"]
+
+        def row(name, theirs, ours, note=""):
+            ratio = (f"{theirs / ours:.1f}x" if theirs and ours and theirs == theirs
+                     and ours == ours else "-")
+            L.append(f"| {name} | {_f(theirs)} | {_f(ours)}{note} | {ratio} |")
+
+        pd_ = rt.get("pymc-default", {})
+        if "warm_wall" in pd_:
+            row("PyMC default `pm.sample()` on the same NNHM, fresh process, warm (nutpie, "
+                "compiles per process)", pd_["warm_wall"], nn.get("warm_wall"),
+                " (`bayesmeta bayes --engine mcmc`, warm)")
+        pn = rt.get("pymc-nuts", {})
+        if "warm_wall" in pn:
+            row("PyMC's own NUTS (`nuts_sampler='pymc'`), same NNHM, fresh process, warm",
+                pn["warm_wall"], nn.get("warm_wall"), " (same)")
+        m = anch.get("metafor", {})
+        if "skipped" in m:
+            L.append(f"| R metafor `rma()` | skipped: {m['skipped']} | | |")
+        else:
+            row(f"R metafor {m.get('metafor', '')} `rma()` REML: one Rscript process",
+                m["process_s"], cl.get("warm_wall"), " (`bayesmeta classical`, warm)")
+            row("R metafor `rma()` alone, per fit", m["rma_s"], None)
+            row("R metafor process vs exact Bayesian NNHM CLI", m["process_s"],
+                ex.get("warm_wall"), " (`bayesmeta bayes`, exact)")
+        b = anch.get("bayesmeta", {})
+        if "skipped" in b:
+            L.append(f"| R bayesmeta `bayesmeta()` | skipped: {b['skipped']} | | |")
+        else:
+            row("R bayesmeta `bayesmeta()`: one Rscript process", b["process_s"],
+                ex.get("warm_wall"), " (`bayesmeta bayes`, exact)")
+        br = anch.get("brms", {})
+        ours = anch.get("ours_nested_in_session", {})
+        if "skipped" in br:
+            L.append(f"| brms (nested model) | skipped: {br['skipped']} | | |")
+        else:
+            row(f"brms {br.get('brms', '')} nested model, first fit in a fresh R session "
+                "(Stan compile + sampling), sim6x3", br["first_s"], ne.get("cold_wall"),
+                " (nested script, cold process)")
+            row("brms first fit vs our warm process", br["first_s"], ne.get("warm_wall"),
+                " (nested script, warm process)")
+            w = ours.get("warm") or {}
+            row("brms refit in the same R session (`update(newdata=)`, no recompile)",
+                br["refit_s"], w.get("refit_s"), " (`fit_nested` refit in the same process)")
+        L.append("")
+    # routes
+    if routes_:
+        L += ["## Routes measured for the MCMC backend (NNHM, BCG, 4 x 2000 + 1000 draws)", "",
+              "One fresh process per run; cold = empty caches. *compile* = what the process "
+              "spent before sampling (PyTensor/numba compile, or the kernels' load), "
+              "*sampling* = the sampler's own time.", "",
+              "| route | cold: compile + sampling, wall (CPU) | warm: compile + sampling, "
+              "wall (CPU) | mean mu | divergences |", "|---|---|---|---:|---:|"]
+        for r in routes_:
+            if "error" in r:
+                L.append(f"| {r['case']} | {r['error']} | | | |")
+                continue
+            def cs(c, s_):
+                return (f"{s_:.2f} s (compile inside)" if c != c else f"{c:.2f} + {s_:.2f} s")
+
+            L.append(f"| {r['case']} | {cs(r['cold_compile'], r['cold_sampling'])}, "
+                     f"{_f(r['cold_wall'])} ({_f(r['cold_cpu'])}) | "
+                     f"{cs(r['warm_compile'], r['warm_sampling'])}, {_f(r['warm_wall'])} "
+                     f"({_f(r['warm_cpu'])}) | "
+                     f"{r.get('mu_mean', float('nan')):.4f} | {r.get('divergences', '')} |")
+        for name, text in MANUAL_ROUTES:
+            L.append(f"| {name} | {text} | | | |")
+        L += ["", "Chosen: nutpie with the hand-written kernels (`bayesmeta/mcmc_kernels.py`, "
+              "numba `cache=True`, handed to nutpie as C callbacks). It is the only route whose "
+              "compile survives the process (numba cannot cache the closure nutpie builds from "
+              "a PyTensor graph), and nutpie's sampling (C callback, no GIL) is 10-100x faster "
+              "than PyMC's own NUTS or a Python callback. What is left of a warm call is "
+              "imports (numpy/pandas/xarray, scipy.stats and arviz, which nutpie imports), "
+              "numba's start-up with the kernel load, sampling and the summary.", ""]
+    return L
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--skip-mcmc", action="store_true")
     ap.add_argument("--skip-run", action="store_true")
+    ap.add_argument("--skip-routes", action="store_true")
+    ap.add_argument("--skip-anchors", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--warm", type=int, default=3, help="warm repeats per latency case")
     ap.add_argument("--sim-n", type=int, default=100_000, help="simulate: total meta-analyses")
     ap.add_argument("--out", default=str(HERE / "results.md"))
     a = ap.parse_args(argv)
+    import latency
+
     rows = []
-    steps = [("exact vs PyMC", lambda: bench_exact_vs_pymc(rows, a.quick, a.skip_mcmc)),
+    state = {"lat": [], "runall": None, "routes": None, "anchors": None}
+    load0 = os.getloadavg()
+
+    def anchors_step():
+        from anchors import anchors
+        state["anchors"] = anchors()
+
+    steps = [("per-analysis latency", lambda: None if a.skip_latency
+              else state.__setitem__("lat", latency.analyses(a.warm))),
+             ("bayesmeta run", lambda: None if a.skip_run
+              else state.__setitem__("runall", latency.run_all(a.warm))),
+             ("routes", lambda: None if a.skip_routes
+              else state.__setitem__("routes", latency.routes(max(1, a.warm - 1)))),
+             ("anchors", lambda: None if a.skip_anchors else anchors_step()),
+             ("exact vs MCMC", lambda: bench_exact_vs_pymc(rows, a.quick, a.skip_mcmc)),
              ("classical battery", lambda: bench_classical(rows, a.quick)),
              ("batch", lambda: bench_batch(rows, a.quick)),
-             ("run", lambda: (None if a.skip_run else bench_run(rows, a.quick))),
              ("simulate", lambda: bench_simulate(rows, a.sim_n, a.quick))]
+    t_start = time.strftime('%Y-%m-%d %H:%M')
     for name, fn in steps:
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
         fn()
+    load1 = os.getloadavg()
     import bayesmeta
     lines = [
         "# bayesmeta benchmarks", "",
-        f"Generated by `python benchmarks/run.py` on {time.strftime('%Y-%m-%d %H:%M')}: "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs "
-        f"({platform.machine()}), bayesmeta {bayesmeta.__version__}. Ratios are against the "
-        "baseline named in the row, measured in the same run. Medians of repeats; the machine "
-        "is shared, so expect noise of tens of percent.", "",
-        "| group | case | seconds | baseline | ratio / throughput |",
-        "|---|---|---:|---|---|",
+        f"Generated by `python benchmarks/run.py` on {t_start} (finished "
+        f"{time.strftime('%H:%M')}): {_machine()}; Python {platform.python_version()}, "
+        f"bayesmeta {bayesmeta.__version__}; {_versions()}.", "",
+        f"**The machine is shared** (six developers on 2 cores while this ran: load average "
+        f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f} at the start, {load1[0]:.1f} / "
+        f"{load1[1]:.1f} / {load1[2]:.1f} at the end; 1, 5, 15 min). Wall times grow with the "
+        "load; CPU time (user + system of the measured processes) is the steadier figure, and "
+        "on an idle machine a call's wall time is about its CPU time (less where nutpie "
+        "samples two chains at once). Ratios are against a baseline measured in the same run.",
+        "",
     ]
+    lines += latency_sections(state["lat"], state["runall"], state["routes"], state["anchors"])
+    lines += ["## Engines, batch and simulation", "",
+              "| group | case | seconds | baseline | ratio / throughput |",
+              "|---|---|---:|---|---|"]
     for r in rows:
         s = r["seconds"]
         st = "n/a" if s != s else (f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s")
         lines.append(f"| {r['group']} | {r['case']} | {st} | {r['baseline']} | {r['ratio']} |")
     Path(a.out).write_text("\n".join(lines) + "\n")
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if k not in ("stdout", "stderr")}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    # results.json keeps its list-of-rows format (bayesmeta.runner reads it)
     (HERE / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    (HERE / "latency.json").write_text(json.dumps(clean(
+        {"latency": state["lat"], "run": state["runall"], "routes": state["routes"],
+         "anchors": state["anchors"], "load": [load0, load1]}), indent=1, default=str))
     print("\n".join(lines))
     return 0
 

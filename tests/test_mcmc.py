@@ -447,6 +447,7 @@ import sys, warnings
 import numpy as np, pandas as pd
 warnings.simplefilter("ignore")
 from bayesmeta import mcmc
+mcmc.NUTPIE_ROUTE = sys.argv[3]
 d = pd.read_csv(sys.argv[1])
 d["yi"] = d["m1i"] - d["m2i"]
 d["sei"] = np.sqrt(d["sd1i"] ** 2 / d["n1i"] + d["sd2i"] ** 2 / d["n2i"])
@@ -455,18 +456,22 @@ fit = mcmc.fit_nested(d[["study", "time", "yi", "sei"]], measure="MD", draws=150
 dt = fit.datatree
 out = {f"posterior/{v}": dt["posterior"][v].values for v in dt["posterior"].data_vars}
 out["step_size"] = dt["sample_stats"]["step_size"].values
+assert fit.datatree.attrs["nutpie_route"] == sys.argv[3]
 np.savez(sys.argv[2], **out)
 """
 
 
 @pytest.mark.slow
-def test_nested_same_seed_identical_with_cold_and_warm_compile_cache(tmp_path):
+@pytest.mark.parametrize("route", mcmc.NUTPIE_ROUTES)
+def test_nested_same_seed_identical_with_cold_and_warm_compile_cache(tmp_path, route):
     """Contract of ``SamplerSettings`` (reference: the documented promise "the same seed gives
-    bit-identical draws", independent of the pytensor compile cache): the nested fit in
-    fresh processes with two different *empty* ``base_compiledir`` and in a process whose
-    cache is warm (the first directory again) gives bitwise identical draws and step sizes.
-    With pytensor's numba fastmath on, cache-loaded kernels gave last-bit different
-    logp/gradients and different draws (see ``mcmc._deterministic_numba``)."""
+    bit-identical draws", independent of the compile cache): the nested fit in fresh
+    processes with two different *empty* caches (pytensor's ``base_compiledir`` and numba's
+    ``NUMBA_CACHE_DIR``, which holds the kernels of ``mcmc_backend``) and in a process whose
+    cache is warm (the first directory again) gives bitwise identical draws and step sizes,
+    on both nutpie routes. With pytensor's numba fastmath on, cache-loaded kernels gave
+    last-bit different logp/gradients and different draws (see ``mcmc._deterministic_numba``;
+    the hand-written kernels are compiled with fastmath off too)."""
     import os
     import subprocess
     import sys
@@ -478,8 +483,9 @@ def test_nested_same_seed_identical_with_cold_and_warm_compile_cache(tmp_path):
 
     def start(cache: str, out: str):
         env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / cache}",
-               "MPLBACKEND": "Agg"}
-        return subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path / out)],
+               "NUMBA_CACHE_DIR": str(tmp_path / cache), "MPLBACKEND": "Agg"}
+        return subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path / out),
+                                 route],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
 
