@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bayesmeta import results
 
@@ -79,7 +78,9 @@ def as_param(p: "Param | str", **coords) -> Param:
 
 
 def _z(level: float) -> float:
-    return float(stats.norm.ppf(0.5 + level / 2.0))
+    from scipy import special
+
+    return float(special.ndtri(0.5 + level / 2.0))
 
 
 def _check_level(ci_prob: float) -> float:

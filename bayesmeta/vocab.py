@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 #: effect measures (metafor's names; MC = one-group mean change, GEN = given yi/vi)
 MEASURES = ("MD", "SMD", "OR", "RR", "RD", "PETO", "MC", "GEN")
 #: measures computed from 2x2 counts
@@ -56,7 +54,9 @@ def benefit_sign(direction: str) -> int:
 
 def z_quantile(level: float) -> float:
     """Two-sided normal quantile of an interval of probability ``level`` (1.959964 at 0.95)."""
-    return float(stats.norm.ppf(0.5 + float(level) / 2.0))
+    from scipy import special
+
+    return float(special.ndtri(0.5 + float(level) / 2.0))
 
 
 def to_natural(x: float, measure: str) -> float:
