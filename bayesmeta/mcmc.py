@@ -343,7 +343,9 @@ def _summary(dt, reports) -> pd.DataFrame:
     arr = np.stack([np.asarray(_draws(dt, rep).values, dtype=float) for rep in reports], -1)
     da = xr.DataArray(arr, dims=("chain", "draw", "_label"), coords={"_label": labels})
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # (ArviZ's own notes on short chains and the arithmetic warnings of constant draws)
+        warnings.filterwarnings("ignore", module=r"arviz")
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
         summ = az.summary(xr.Dataset({"_v": da}), ci_prob=CI_PROB, ci_kind=CI_KIND)
     summ = pd.DataFrame(summ)
     if len(summ) != len(labels):  # pragma: no cover - guards ArviZ's row naming
