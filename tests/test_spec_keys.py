@@ -306,7 +306,8 @@ def k_sensitivity_rho(t):
                     "bayes": {"model": "survival-published"},
                     "sensitivity": {"rho": [0.1, 0.9]}})
     an = run(s)[0]
-    assert {r.setting for r in an.fits(role="sensitivity")} == {"rho = 0.1", "rho = 0.9"}
+    assert {r.setting for r in an.fits(role="sensitivity")} == {
+        f"{c}, rho {r}" for c in ("ar1", "exchangeable") for r in ("0.1", "0.9")}
     refused(t, {"sensitivity": {"rho": [0.5]}}, "sensitivity.rho")
 
 
