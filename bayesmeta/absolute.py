@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from bayesmeta.crossed import DensityQuadrature
 from bayesmeta.direction import Direction
 from bayesmeta.exceptions import DataError, DataWarning, SpecError
 from bayesmeta.mixture import EffectDistribution
@@ -535,22 +536,49 @@ def _x_for_rd(p0, r, scale):
     return np.where(p1 <= 0.0, -np.inf, x)
 
 
-def _rd_cdf(r, eff: EffectDistribution, p, w, scale):
-    """P(p1 - p0 <= r) = sum_j w_j P(X <= x(p_j, r)), r (Q,) -> (Q,)."""
-    xq = _x_for_rd(p[None, :], np.asarray(r, float)[:, None], scale)      # (Q, J)
+def _rd_cdf(r, eff: EffectDistribution, p, w, scale, density: bool = False):
+    """P(p1 - p0 <= r) = sum_j w_j P(X <= x(p_j, r)), r (Q,) -> (Q,); with ``density`` also
+    its derivative in r, sum_j w_j f_X(x(p_j, r)) dx/dr."""
+    r = np.asarray(r, float)
+    xq = _x_for_rd(p[None, :], r[:, None], scale)                          # (Q, J)
     fin = np.isfinite(xq)
     F = np.where(xq == np.inf, 1.0, 0.0)
-    F[fin] = eff.cdf(xq[fin])
-    return F @ w
+    if not density:
+        F[fin] = eff.cdf(xq[fin])
+        return F @ w
+    dF = np.zeros_like(F)
+    F[fin], f = eff.cdf_pdf(xq[fin])
+    p1 = (p[None, :] + r[:, None])[fin]
+    # dx/dr: logit(p1) - logit(p0) -> 1 / (p1 (1 - p1)); log(log(1 - p1) / log(1 - p0)) ->
+    # -1 / ((1 - p1) log(1 - p1))
+    dx = (1.0 / (p1 * (1.0 - p1)) if scale == "logOR" else
+          -1.0 / ((1.0 - p1) * np.log1p(-p1)))
+    dF[fin] = f * dx
+    return F @ w, dF @ w
 
 
 def _rd_quantiles(qs, eff, p, w, scale):
-    lo, hi = np.full(len(qs), -1.0), np.full(len(qs), 1.0)
-    for _ in range(60):   # bisection: bracket width 2 / 2**60
-        mid = 0.5 * (lo + hi)
-        below = _rd_cdf(mid, eff, p, w, scale) < qs
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    """Quantiles of the risk difference: safeguarded Newton in (-1, 1) (bisection whenever a
+    step leaves the bracket), to 1e-14."""
+    qs = np.asarray(qs, float)
+    lo, hi = np.full(qs.size, -1.0), np.full(qs.size, 1.0)
+    # start: the effect's quantile at the baseline's weighted mean
+    pm = float(w @ p)
+    x0 = eff.quantile(qs)
+    r = np.clip(_p1(pm, x0, scale) - pm, -1.0 + 1e-9, 1.0 - 1e-9)
+    for _ in range(200):
+        G, dG = _rd_cdf(r, eff, p, w, scale, density=True)
+        g = G - qs
+        lo, hi = np.where(g < 0, r, lo), np.where(g > 0, r, hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = g / dG
+        conv = np.isfinite(step) & (np.abs(step) <= 1e-14)
+        rn = r - np.where(np.isfinite(step), step, 0.0)
+        bad = ~conv & (~np.isfinite(step) | (rn <= lo) | (rn >= hi))
+        r = np.where(bad, 0.5 * (lo + hi), rn)
+        if np.all(conv | (g == 0) | (hi - lo <= 1e-15)):
+            break
+    return r
 
 
 def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, *,
@@ -611,12 +639,13 @@ def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, 
         if not effect.exact:
             raise SpecError("method 'quadrature' needs a mixture effect (draws: 'monte-carlo')")
         p, w = base.nodes()
+        keep = w > 1e-16 * w.max()       # dropped weight < 1e-14: no visible change
+        p, w = p[keep], w[keep] / w[keep].sum()
         rlo, rmd, rhi = _rd_quantiles(np.array([a, 0.5, 1.0 - a]), effect, p, w, scale)
-        # mean: E[p1] by Gauss-Hermite over each effect component, then over the baseline
-        z, gw = np.polynomial.hermite_e.hermegauss(40)
-        gw = gw / gw.sum()
-        xs = effect.M[:, None] + effect.S[:, None] * z                      # (K, G)
-        ep1 = np.array([effect.W @ (_p1(pj, xs, scale) @ gw) for pj in p])
+        # mean: E[p1] over the effect's density by Gauss-Legendre cells in x
+        # (bayesmeta.crossed.DensityQuadrature), then over the baseline nodes
+        dq = DensityQuadrature(effect.M, effect.S, effect.W)
+        ep1 = dq.expect(lambda x: _p1(p[None, :], x[:, None], scale))
         rmean = float(w @ (ep1 - p))
         p_ben = (1.0 - float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]) if sign > 0
                  else float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]))
