@@ -557,26 +557,29 @@ def _rd_cdf(r, eff: EffectDistribution, p, w, scale, density: bool = False):
     return F @ w, dF @ w
 
 
-def _rd_quantiles(qs, eff, p, w, scale):
+def _rd_quantiles(qs, eff, p, w, scale, start=None):
     """Quantiles of the risk difference: safeguarded Newton in (-1, 1) (bisection whenever a
-    step leaves the bracket), to 1e-14."""
+    step leaves the bracket), to 1e-14: a Newton step below 1e-8 leaves an error below
+    |G''/2G'| 1e-16, well under 1e-14 for a risk difference's distribution, so it ends the
+    search. ``start``: starting values (default: the normal approximation's quantiles of the
+    effect at the baseline's weighted mean)."""
     qs = np.asarray(qs, float)
     lo, hi = np.full(qs.size, -1.0), np.full(qs.size, 1.0)
-    # start: the effect's quantile at the baseline's weighted mean
-    pm = float(w @ p)
-    x0 = eff.quantile(qs)
-    r = np.clip(_p1(pm, x0, scale) - pm, -1.0 + 1e-9, 1.0 - 1e-9)
+    if start is None:
+        pm = float(w @ p)
+        start = _p1(pm, eff.mean() + eff.sd() * special.ndtri(qs), scale) - pm
+    r = np.clip(np.asarray(start, float), -1.0 + 1e-9, 1.0 - 1e-9)
     for _ in range(200):
         G, dG = _rd_cdf(r, eff, p, w, scale, density=True)
         g = G - qs
         lo, hi = np.where(g < 0, r, lo), np.where(g > 0, r, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
             step = g / dG
-        conv = np.isfinite(step) & (np.abs(step) <= 1e-14)
+        conv = np.isfinite(step) & (np.abs(step) <= 1e-8)
         rn = r - np.where(np.isfinite(step), step, 0.0)
-        bad = ~conv & (~np.isfinite(step) | (rn <= lo) | (rn >= hi))
+        bad = ~np.isfinite(step) | (rn <= lo) | (rn >= hi)
         r = np.where(bad, 0.5 * (lo + hi), rn)
-        if np.all(conv | (g == 0) | (hi - lo <= 1e-15)):
+        if np.all((conv & ~bad) | (g == 0) | (hi - lo <= 1e-15)):
             break
     return r
 
@@ -641,19 +644,25 @@ def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, 
         p, w = base.nodes()
         keep = w > 1e-16 * w.max()       # dropped weight < 1e-14: no visible change
         p, w = p[keep], w[keep] / w[keep].sum()
-        rlo, rmd, rhi = _rd_quantiles(np.array([a, 0.5, 1.0 - a]), effect, p, w, scale)
+        keep = effect.W > 1e-15 * effect.W.max()
+        if not keep.all():               # likewise for the effect's components
+            effect = EffectDistribution.from_mixture(effect.M[keep], effect.S[keep],
+                                                     effect.W[keep], effect.label)
+        qs = np.array([a, 0.5, 1.0 - a])
+        # Newton with a 16-node baseline rule gives the start of Newton with the full rule
+        # (which then needs one or two steps); the result is the full rule's root
+        p16, w16 = base.nodes(16)
+        r16 = _rd_quantiles(qs, effect, p16, w16 / w16.sum(), scale)
+        rlo, rmd, rhi = _rd_quantiles(qs, effect, p, w, scale, start=r16)
         # mean: E[p1] over the effect's density by Gauss-Legendre cells in x
         # (bayesmeta.crossed.DensityQuadrature), then over the baseline nodes
         dq = DensityQuadrature(effect.M, effect.S, effect.W)
         ep1 = dq.expect(lambda x: _p1(p[None, :], x[:, None], scale))
         rmean = float(w @ (ep1 - p))
-        p_ben = (1.0 - float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]) if sign > 0
-                 else float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]))
-        # P(gain > mcid): gain = sign * rd
-        if sign > 0:
-            p_mcid = 1.0 - float(_rd_cdf(np.array([mcid]), effect, p, w, scale)[0])
-        else:
-            p_mcid = float(_rd_cdf(np.array([-mcid]), effect, p, w, scale)[0])
+        # P(gain > 0) and P(gain > mcid), gain = sign * rd
+        c0, cm = _rd_cdf(np.array([0.0, sign * mcid]), effect, p, w, scale)
+        p_ben, p_mcid = (1.0 - float(c0), 1.0 - float(cm)) if sign > 0 else (float(c0),
+                                                                            float(cm))
         n_used = 0
     else:
         rng = np.random.default_rng(seed)

@@ -23,7 +23,7 @@ survival model). Two things are computed here from the K + J numbers instead:
   ``(1/S_k² + 1/se²)^(-1/2)`` (the SD of its conjugate update) and the cells cover each
   component's mass to 12 SDs both at its mean and at its update toward the most extreme y;
   ``log p`` is summed exactly over every component at the nodes, and ``log L`` is read from a
-  cubic Hermite table (step ``sqrt(min variance) / 64``) or summed exactly.
+  cubic Hermite table (step ``sqrt(min variance) / 32``) or summed exactly.
 
 The quadrature has no pruning of small crossed weights, so it equals the full K x J sum;
 a crossed mixture whose components of weight below 1e-16 of the largest were dropped differs
@@ -49,6 +49,9 @@ _LN2PI = math.log(2.0 * math.pi)
 CELL = 3.0
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
 _REACH = 12.0                    # SDs of a component covered by the theta cells
+#: log-weights below the largest by more than this are raised to it before exp: e^-700 is
+#: nil beside 1 in any sum here, and exp is slow for results in the subnormal range
+_FLOOR = -700.0
 
 
 def _lagrange_coef() -> tuple[np.ndarray, np.ndarray]:
@@ -105,10 +108,17 @@ class _HTable:
         r = np.sinh(_H * np.arange(self.i_lo, self.i_lo + self.n_rows))
         lam = _H * np.arange(l_lo, l_hi + 1)
         tab = np.empty((r.size, lam.size))
+        # nodes with T < 1e-6 s_min act as T = 0 (d / sqrt(s² + T²) moves by < 1e-12
+        # relative) and those of weight < 1e-18 of the largest are nil: one node, or none
+        T2, w = self.T2, self.w
+        tiny = T2 < (1e-6 * s_min) ** 2
+        keep = ~tiny & (w >= 1e-18 * w.max())
+        T2 = np.append(T2[keep], 0.0)
+        w = np.append(w[keep], w[tiny].sum())
         for c in range(0, lam.size, 8):
             s2 = np.exp(2.0 * lam[c:c + 8])
-            a = 1.0 / np.sqrt(1.0 + self.T2[None, :] / s2[:, None])        # (L, J)
-            tab[:, c:c + 8] = special.ndtr(r[:, None, None] * a[None]) @ self.w
+            a = 1.0 / np.sqrt(1.0 + T2[None, :] / s2[:, None])             # (L, J)
+            tab[:, c:c + 8] = special.ndtr(r[:, None, None] * a[None]) @ w
         self.tab, self.l_lo, self.l_hi = tab, l_lo, l_hi
         self.flat = tab.ravel()
         self.tabT = np.ascontiguousarray(tab.T)
@@ -117,8 +127,8 @@ class _HTable:
         lo = int(math.floor(lam_min / _H)) - 2
         hi = int(math.floor(lam_max / _H)) + 3
         if self.tab is None or lo < self.l_lo or hi > self.l_hi:
-            lo2 = lo - 10 if self.l_lo is None else min(lo - 10, self.l_lo)
-            hi2 = hi + 10 if self.l_hi is None else max(hi + 10, self.l_hi)
+            lo2 = lo - 20 if self.l_lo is None else min(lo - 20, self.l_lo)
+            hi2 = hi + 20 if self.l_hi is None else max(hi + 20, self.l_hi)
             self._build(lo2, hi2)
 
     @staticmethod
@@ -129,21 +139,29 @@ class _HTable:
         l0 = np.floor(x)
         return l0.astype(np.int64) - 2, _weights(x - l0)
 
-    def reduce_lambda(self, lcols: np.ndarray, wl: np.ndarray) -> np.ndarray:
-        """The table interpolated in lambda at each component: (K, rows), C-contiguous.
-        ``lcols``: global lambda indices (:meth:`lam_stencil`), valid whatever columns the
-        table has grown to since."""
+    def reduce_lambda(self, lcols: np.ndarray, wl: np.ndarray, rows: int) -> np.ndarray:
+        """The first ``rows`` rows of the table interpolated in lambda at each component:
+        (K, rows), C-contiguous. ``lcols``: global lambda indices (:meth:`lam_stencil`),
+        valid whatever columns the table has grown to since."""
         cols = lcols - self.l_lo
         if cols.min() < 0 or cols.max() + 5 > self.l_hi - self.l_lo:
             raise RuntimeError("lambda outside the table")
-        R = np.empty((cols.size, self.tabT.shape[1]))
+        rows = min(int(rows), self.tabT.shape[1])
+        R = np.empty((cols.size, rows))
         order = np.argsort(cols, kind="stable")
         cs = cols[order]
         cuts = np.flatnonzero(np.diff(cs)) + 1
         for grp in np.split(order, cuts):      # components sharing a stencil: one product
             c = int(cols[grp[0]])
-            R[grp] = wl[grp] @ self.tabT[c:c + 6]
+            R[grp] = wl[grp] @ self.tabT[c:c + 6, :rows]
         return R
+
+    def rows_for(self, d: np.ndarray, s: np.ndarray) -> int:
+        """Rows of the reduced table that H(d, s) reads."""
+        x = float(np.max(np.arcsinh(np.abs(d) / s))) / _H
+        if x > self.rho_max / _H:
+            return self.tabT.shape[1]
+        return int(x) - self.i_lo + 4
 
     def eval(self, d: np.ndarray, s: np.ndarray, R: np.ndarray, density: bool = False):
         """H(d, s) (and dH/dd) for d (N, K), s (K,), R = :meth:`reduce_lambda` of the
@@ -155,6 +173,8 @@ class _HTable:
         i0 = np.floor(x)
         t = x - i0
         nr = R.shape[1]
+        if i0.size and int(i0.max()) - 2 - self.i_lo + 5 >= nr:
+            raise RuntimeError("reduced table too short")
         base = (i0.astype(np.int64) - 2 - self.i_lo) + nr * np.arange(d.shape[-1])
         vl = R.ravel()[base[..., None] + (_OFF + 2)]                               # (N, K, 6)
         # the interpolating polynomial in t: coefficients P = vl C (Lagrange basis -> powers)
@@ -174,6 +194,9 @@ class _HTable:
 
 
 _TABLES: "OrderedDict[bytes, _HTable]" = OrderedDict()
+#: mixtures holding their table interpolated in lambda (a few MB each): the most recent only
+_REDUCED: "OrderedDict[int, CrossedMixture]" = OrderedDict()
+_REDUCED_MAX = 8
 
 
 def _table_for(T: np.ndarray, w: np.ndarray) -> _HTable:
@@ -205,6 +228,7 @@ class CrossedMixture:
         self.T, self.w = T[j], w[j] / w[j].sum()
         self.se = float(se)
         self._qcache: dict = {}
+        self._R = None
         self.s = np.sqrt(self.S ** 2 + self.se ** 2)
         if exact is None:
             exact = self.M.size * self.T.size <= EXACT_MAX
@@ -217,6 +241,22 @@ class CrossedMixture:
             self._tab.ensure(float(ls.min()), float(ls.max()))
             self._cols, self._wl = _HTable.lam_stencil(self.s)
 
+    def _reduced(self, rows: int) -> np.ndarray:
+        """The H table interpolated at each component's lambda (at least ``rows`` rows; a
+        multiple of 32 more than asked), kept while this mixture is among the last
+        ``_REDUCED_MAX`` used (quantiles, then CDFs, of the same mixture)."""
+        key = id(self)
+        if (self._R is None or self._R[0] is not self._tab.tab
+                or (self._R[1].shape[1] < rows < self._tab.tabT.shape[1])):
+            rows = 32 * (rows // 32 + 2)
+            self._R = (self._tab.tab, self._tab.reduce_lambda(self._cols, self._wl, rows))
+            _REDUCED[key] = self
+            while len(_REDUCED) > _REDUCED_MAX:
+                _REDUCED.popitem(last=False)[1]._R = None
+        else:
+            _REDUCED.move_to_end(key)
+        return self._R[1]
+
     # ---- moments -------------------------------------------------------------------------
     def mean(self) -> float:
         return float(self.W @ self.M)
@@ -227,9 +267,8 @@ class CrossedMixture:
                      + self.se ** 2)
 
     # ---- CDF and density ------------------------------------------------------------------
-    def cdf_pdf(self, x, density: bool = True, _reduced=None):
-        """P(X <= x) and the density at x, x any shape (``_reduced``: the table already
-        interpolated at the components' lambda, reused across calls by :meth:`quantile`)."""
+    def cdf_pdf(self, x, density: bool = True):
+        """P(X <= x) and the density at x, x any shape."""
         x = np.asarray(x, float)
         flat = x.reshape(-1)
         F, f = np.empty(flat.size), np.empty(flat.size)
@@ -249,7 +288,8 @@ class CrossedMixture:
                             2 * math.pi)), 0.0)
                     f[i:i + step] = np.einsum("nkj,kj->n", dens, wkj)
         else:
-            R = self._tab.reduce_lambda(self._cols, self._wl) if _reduced is None else _reduced
+            R = self._reduced(self._tab.rows_for(flat[:, None] - self.M[None, :], self.s)
+                              if flat.size * self.M.size <= 2_000_000 else 1 << 30)
             step = max(1, 30_000 // self.M.size)
             for i in range(0, flat.size, step):
                 d = flat[i:i + step, None] - self.M[None, :]
@@ -287,10 +327,8 @@ class CrossedMixture:
         v = self.var()
         x = np.clip(self.mean() + (math.sqrt(v) if math.isfinite(v) else sc) * z, lo, hi)
         x0 = x.copy()
-        # the table interpolated in lambda once for all iterations (K rows of ~250 numbers)
-        red = None if self.exact else self._tab.reduce_lambda(self._cols, self._wl)
         for _ in range(200):
-            F, f = self.cdf_pdf(x, _reduced=red)
+            F, f = self.cdf_pdf(x)
             r = F - q
             lo, hi = np.where(r < 0, x, lo), np.where(r > 0, x, hi)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -348,15 +386,28 @@ def _theta_cells(M, S, W, st, a, b, split=None):
 
 
 def _log_mix_density(theta, M, S, W):
-    """log sum_k W_k N(theta; M_k, S_k²) at every theta (exact log-sum-exp)."""
-    lw = np.log(W) - np.log(S) - 0.5 * _LN2PI
-    out = np.empty(theta.size)
+    """log sum_k W_k N(theta; M_k, S_k²) at every theta (log-sum-exp).
+
+    The exponents are a quadratic in theta, ``C0 + u C1 + u² C2`` with u = theta - c (c the
+    weighted mean, so that |u| stays small); their rounding error is below
+    1e-15 (|u| / S_k)², under 1e-9 for the ranges used here."""
+    c = float(W @ M)
+    u = np.asarray(theta, float) - c
+    m = M - c
+    iv = 1.0 / S ** 2
+    C = np.stack([np.log(W) - np.log(S) - 0.5 * _LN2PI - 0.5 * m * m * iv, m * iv, -0.5 * iv])
+    out = np.empty(u.size)
     step = max(1, 2_000_000 // M.size)
-    for i in range(0, theta.size, step):
-        z = (theta[i:i + step, None] - M[None, :]) / S[None, :]
-        e = lw[None, :] - 0.5 * z * z
+    for i in range(0, u.size, step):
+        ui = u[i:i + step]
+        e = np.multiply.outer(ui, C[1])
+        e += C[0]
+        e += np.multiply.outer(ui * ui, C[2])
         mx = e.max(1)
-        out[i:i + step] = mx + np.log(np.exp(e - mx[:, None]).sum(1))
+        e -= mx[:, None]
+        np.maximum(e, _FLOOR, out=e)        # exp below e^-700 is slow (subnormal) and nil
+        np.exp(e, out=e)
+        out[i:i + step] = mx + np.log(e.sum(1))
     return out
 
 
@@ -419,23 +470,39 @@ class TiltQuadrature:
         return se >= self.se_cells and self.y_lo <= y_lo and y_hi <= self.y_hi
 
     # ---- the likelihood of y given theta ---------------------------------------------------
+    def _kernel_nodes(self, se):
+        """(w_j, V_j = T_j² + se²) with the nodes T_j < 1e-5 se merged into one at their mean
+        T² (V changes by < 1e-10 relative: identical to double precision in log L)."""
+        key = ("nodes", float(se))
+        if key not in self._ktab:
+            V = self.T ** 2 + float(se) ** 2
+            tiny = self.T < 1e-5 * float(se)
+            if tiny.sum() > 1:
+                wt = self.w[tiny].sum()
+                V = np.append(V[~tiny], float(self.w[tiny] @ V[tiny]) / wt)
+                w = np.append(self.w[~tiny], wt)
+            else:
+                w = self.w
+            self._ktab[key] = (w, V)
+        return self._ktab[key]
+
     def _logL_exact(self, u, se):
         u = np.asarray(u, float)
-        V = self.T ** 2 + float(se) ** 2
-        lw = np.log(self.w) - 0.5 * np.log(V) - 0.5 * _LN2PI
+        w, V = self._kernel_nodes(se)
+        lw = np.log(w) - 0.5 * np.log(V) - 0.5 * _LN2PI
         e = lw - 0.5 * (u[..., None] ** 2) / V
         mx = e.max(-1)
-        r = np.exp(e - mx[..., None])
+        r = np.exp(np.maximum(e - mx[..., None], _FLOOR))
         s = r.sum(-1)
         return mx + np.log(s), -(r * (u[..., None] / V)).sum(-1) / s
 
     def _logL_table(self, u, se):
         """Cubic Hermite interpolation of log L in |u| on a grid of step
-        sqrt(min variance) / 64 (exact value and slope at the nodes), built once per se for
+        sqrt(min variance) / 32 (exact value and slope at the nodes), built once per se for
         every |y - theta| the cells and the y range can give."""
         key = float(se)
         if key not in self._ktab:
-            d = math.sqrt(float(self.T.min() ** 2 + key ** 2)) / 64.0
+            d = math.sqrt(float(self.T.min() ** 2 + key ** 2)) / 32.0
             umax = max(abs(self.y_hi - self.theta.min()), abs(self.y_lo - self.theta.max()))
             grid = d * np.arange(int(math.ceil(umax / d)) + 3)
             f, df = self._logL_exact(grid, key)
@@ -463,6 +530,8 @@ class TiltQuadrature:
             u = ys[i:i + step, None] - self.theta[None, :]
             lL = self._logL_exact(u, se)[0] if exact_kernel else self._logL_table(u, se)
             e = self.lp[None, :] + lL
-            e = np.exp(e - e.max(1)[:, None])
+            e -= e.max(1)[:, None]
+            np.maximum(e, _FLOOR, out=e)
+            np.exp(e, out=e)
             out[i:i + step] = (e * self.below).sum(1) / e.sum(1)
         return out

@@ -86,7 +86,8 @@ class EffectDistribution:
         for i in range(0, flat.size, step):
             z = (flat[i:i + step, None] - self.M[None, :]) / self.S[None, :]
             F[i:i + step] = special.ndtr(z) @ self.W
-            f[i:i + step] = np.exp(-0.5 * z * z) @ wd
+            # exp below e^-700 is nil here and slow (subnormal results): clamp the exponent
+            f[i:i + step] = np.exp(np.maximum(-0.5 * z * z, -700.0)) @ wd
         return F.reshape(x.shape), f.reshape(x.shape)
 
     def prob(self, *, below: float | None = None, above: float | None = None) -> float:

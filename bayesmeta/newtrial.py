@@ -207,15 +207,13 @@ class Predictive:
         z = np.where(s > 0, z, np.where(x >= m, np.inf, -np.inf))
         return float(special.ndtr(z) @ w)
 
-    def updated_cdfs(self, ys, se: float, x: float, span: tuple | None = None) -> np.ndarray:
+    def updated_cdfs(self, ys, se: float, x: float) -> np.ndarray:
         """:meth:`updated_cdf` at every y in ``ys``. A crossed predictive larger than
-        :data:`bayesmeta.crossed.EXACT_MAX` uses :class:`bayesmeta.crossed.TiltQuadrature`
-        built for the y range ``span`` (default: the range of ``ys``) and reused for later
-        calls inside it."""
+        :data:`bayesmeta.crossed.EXACT_MAX` uses :class:`bayesmeta.crossed.TiltQuadrature`,
+        built for the range of ``ys`` and reused by later calls that it covers."""
         ys = np.atleast_1d(np.asarray(ys, dtype=float))
         if self._fast():
-            lo, hi = span if span is not None else (float(ys.min()), float(ys.max()))
-            lo, hi = min(lo, float(ys.min())), max(hi, float(ys.max()))
+            lo, hi = float(ys.min()), float(ys.max())
             key = ("tilt", float(x))
             tq = self._cache.get(key)
             if tq is None or not tq.covers(float(se), lo, hi):
@@ -302,10 +300,9 @@ def tipping_point(pred: Predictive, se: float, direction: Direction, *, target: 
     else:
         var = float(pred.W @ (pred.S ** 2 + pred.T ** 2))
     scale = math.sqrt(var + se ** 2)
-    span = (centre - reach * scale, centre + reach * scale)
 
     def fv(ys):
-        c = pred.updated_cdfs(ys, se, null, span)
+        c = pred.updated_cdfs(ys, se, null)
         return (1.0 - c if s > 0 else c) - target
 
     def f(y):

@@ -151,10 +151,12 @@ class _SigGrid:
         mi, ki = np.rint(m), np.rint(kn)
         if not (np.array_equal(mi, m) and np.array_equal(ki, kn)):
             return self._cdf_t(t)
-        k = mi.astype(np.int64)[:, None] - ki.astype(np.int64)[None, :]     # 16 (t - t_n) / h
-        k0 = int(k.min())
-        si, _ = special.sici(math.pi * (np.arange(k0, int(k.max()) + 1) / 16.0))
-        return np.clip(((0.5 + si[k - k0] / math.pi) * self.weight).sum(-1), 0.0, 1.0)
+        mi, ki = mi.astype(np.int64), ki.astype(np.int64)
+        k0, k1 = int(mi.min() - ki.max()), int(mi.max() - ki.min())
+        si, _ = special.sici(math.pi * (np.arange(k0, k1 + 1) / 16.0))
+        g = 0.5 + si / math.pi                      # the same terms, once per lattice value
+        k = (mi - k0)[:, None] - ki[None, :]        # 16 (t - t_n) / h - k0
+        return np.clip((g[k] * self.weight).sum(-1), 0.0, 1.0)
 
     def quantiles(self, qs):
         qs = np.atleast_1d(np.asarray(qs, dtype=float))
@@ -483,14 +485,36 @@ class _RhoPost:
             self._qcache.update(zip(todo, self._quantiles(todo)))
         return np.array([self._qcache[float(q)] for q in qs])
 
+    def _density(self, r) -> float:
+        """d cdf / d rho: the interpolant of L times the prior weight, over z."""
+        p = self.prior
+        xr = 2.0 * (float(r) - p.lower) / (p.upper - p.lower) - 1.0
+        if not -1.0 < xr < 1.0:
+            return 0.0
+        f = (float(np.polynomial.legendre.legval(xr, self.coef)) * (1.0 - xr) ** (p.b - 1.0)
+             * (1.0 + xr) ** (p.a - 1.0))
+        return f / self.z * 2.0 / (p.upper - p.lower)
+
     def _quantiles(self, qs):
+        """Safeguarded Newton on :meth:`cdf` inside (lower, upper), to 1e-15."""
         out = []
         for q in qs:
             lo, hi = self.prior.lower, self.prior.upper
-            for _ in range(55):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
-            out.append(0.5 * (lo + hi))
+            r = float(np.clip(self.rho[np.searchsorted(np.cumsum(self.weight), q)], lo, hi))
+            for _ in range(100):
+                g = self.cdf(r) - q
+                if g == 0.0:
+                    break
+                lo, hi = (r, hi) if g < 0 else (lo, r)
+                d = self._density(r)
+                rn = r - g / d if d > 0 else math.nan
+                if not (lo < rn < hi):
+                    rn = 0.5 * (lo + hi)
+                if abs(rn - r) <= 1e-15 or hi - lo <= 1e-15:
+                    r = rn
+                    break
+                r = rn
+            out.append(r)
         return np.array(out)
 
     def summary_row(self):
