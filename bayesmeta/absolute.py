@@ -607,7 +607,8 @@ def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, 
     method : {"auto", "quadrature", "monte-carlo"}
         ``quadrature`` (the default for a mixture effect): P(rd <= r) =
         E_p0[P(X <= x(p0, r))] with a Gauss rule over the baseline and the exact mixture CDF;
-        quantiles by bisection. ``monte-carlo`` pairs effect draws with independent baseline
+        quantiles by safeguarded Newton (to 1e-14), the mean by Gauss-Legendre cells over the
+        effect's density. ``monte-carlo`` pairs effect draws with independent baseline
         draws (``seed``; the default for a draws-based effect).
 
     Returns
