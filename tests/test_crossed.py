@@ -271,8 +271,8 @@ def test_draws_cdf_table_is_bit_identical(fit):
 def test_bundled_model_fast_paths_match_the_direct_components():
     """The bundled survival model (AR(1), rho ~ uniform on 32 nodes: 4 000 x 125 crossed
     components per time): at 4 and 24 weeks, a trial of 50 per arm through the fast paths vs
-    the same predictive as K x J components (direct sums, the computation before
-    bayesmeta.crossed): intervals within 1e-6 relative, probabilities within 1e-8, the same
+    the same predictive as K x J components (direct sums over every crossed component):
+    intervals within 1e-6 relative, probabilities within 1e-8, the same
     tipping-point decision and extreme P within 1e-9; the fit's logOR_new interval ends equal
     the direct K x J CDF's quantiles."""
     f = as_fit(fit_survival_published_exact(TIMES, OR, LO, HI, rho="uniform",
