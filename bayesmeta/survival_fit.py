@@ -60,6 +60,12 @@ class SurvivalExactFit(Fit):
                                             "seed": res.settings.get("seed")},
                    result=res, other=dict(other or {}))
 
+    def __getstate__(self):
+        """Pickles without the caches (summaries, predictives: rebuilt on demand)."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     @property
     def _q(self):
         return self.result._q
