@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from bayesmeta.crossed import DensityQuadrature
 from bayesmeta.direction import Direction
 from bayesmeta.exceptions import DataError, DataWarning, SpecError
 from bayesmeta.mixture import EffectDistribution
@@ -535,22 +536,52 @@ def _x_for_rd(p0, r, scale):
     return np.where(p1 <= 0.0, -np.inf, x)
 
 
-def _rd_cdf(r, eff: EffectDistribution, p, w, scale):
-    """P(p1 - p0 <= r) = sum_j w_j P(X <= x(p_j, r)), r (Q,) -> (Q,)."""
-    xq = _x_for_rd(p[None, :], np.asarray(r, float)[:, None], scale)      # (Q, J)
+def _rd_cdf(r, eff: EffectDistribution, p, w, scale, density: bool = False):
+    """P(p1 - p0 <= r) = sum_j w_j P(X <= x(p_j, r)), r (Q,) -> (Q,); with ``density`` also
+    its derivative in r, sum_j w_j f_X(x(p_j, r)) dx/dr."""
+    r = np.asarray(r, float)
+    xq = _x_for_rd(p[None, :], r[:, None], scale)                          # (Q, J)
     fin = np.isfinite(xq)
     F = np.where(xq == np.inf, 1.0, 0.0)
-    F[fin] = eff.cdf(xq[fin])
-    return F @ w
+    if not density:
+        F[fin] = eff.cdf(xq[fin])
+        return F @ w
+    dF = np.zeros_like(F)
+    F[fin], f = eff.cdf_pdf(xq[fin])
+    p1 = (p[None, :] + r[:, None])[fin]
+    # dx/dr: logit(p1) - logit(p0) -> 1 / (p1 (1 - p1)); log(log(1 - p1) / log(1 - p0)) ->
+    # -1 / ((1 - p1) log(1 - p1))
+    dx = (1.0 / (p1 * (1.0 - p1)) if scale == "logOR" else
+          -1.0 / ((1.0 - p1) * np.log1p(-p1)))
+    dF[fin] = f * dx
+    return F @ w, dF @ w
 
 
-def _rd_quantiles(qs, eff, p, w, scale):
-    lo, hi = np.full(len(qs), -1.0), np.full(len(qs), 1.0)
-    for _ in range(60):   # bisection: bracket width 2 / 2**60
-        mid = 0.5 * (lo + hi)
-        below = _rd_cdf(mid, eff, p, w, scale) < qs
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+def _rd_quantiles(qs, eff, p, w, scale, start=None):
+    """Quantiles of the risk difference: safeguarded Newton in (-1, 1) (bisection whenever a
+    step leaves the bracket), to 1e-14: a Newton step below 1e-8 leaves an error below
+    |G''/2G'| 1e-16, well under 1e-14 for a risk difference's distribution, so it ends the
+    search. ``start``: starting values (default: the normal approximation's quantiles of the
+    effect at the baseline's weighted mean)."""
+    qs = np.asarray(qs, float)
+    lo, hi = np.full(qs.size, -1.0), np.full(qs.size, 1.0)
+    if start is None:
+        pm = float(w @ p)
+        start = _p1(pm, eff.mean() + eff.sd() * special.ndtri(qs), scale) - pm
+    r = np.clip(np.asarray(start, float), -1.0 + 1e-9, 1.0 - 1e-9)
+    for _ in range(200):
+        G, dG = _rd_cdf(r, eff, p, w, scale, density=True)
+        g = G - qs
+        lo, hi = np.where(g < 0, r, lo), np.where(g > 0, r, hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = g / dG
+        conv = np.isfinite(step) & (np.abs(step) <= 1e-8)
+        rn = r - np.where(np.isfinite(step), step, 0.0)
+        bad = ~np.isfinite(step) | (rn <= lo) | (rn >= hi)
+        r = np.where(bad, 0.5 * (lo + hi), rn)
+        if np.all((conv & ~bad) | (g == 0) | (hi - lo <= 1e-15)):
+            break
+    return r
 
 
 def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, *,
@@ -576,7 +607,8 @@ def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, 
     method : {"auto", "quadrature", "monte-carlo"}
         ``quadrature`` (the default for a mixture effect): P(rd <= r) =
         E_p0[P(X <= x(p0, r))] with a Gauss rule over the baseline and the exact mixture CDF;
-        quantiles by bisection. ``monte-carlo`` pairs effect draws with independent baseline
+        quantiles by safeguarded Newton (to 1e-14), the mean by Gauss-Legendre cells over the
+        effect's density. ``monte-carlo`` pairs effect draws with independent baseline
         draws (``seed``; the default for a draws-based effect).
 
     Returns
@@ -611,20 +643,27 @@ def absolute_effect(effect: EffectDistribution, baseline, direction: Direction, 
         if not effect.exact:
             raise SpecError("method 'quadrature' needs a mixture effect (draws: 'monte-carlo')")
         p, w = base.nodes()
-        rlo, rmd, rhi = _rd_quantiles(np.array([a, 0.5, 1.0 - a]), effect, p, w, scale)
-        # mean: E[p1] by Gauss-Hermite over each effect component, then over the baseline
-        z, gw = np.polynomial.hermite_e.hermegauss(40)
-        gw = gw / gw.sum()
-        xs = effect.M[:, None] + effect.S[:, None] * z                      # (K, G)
-        ep1 = np.array([effect.W @ (_p1(pj, xs, scale) @ gw) for pj in p])
+        keep = w > 1e-16 * w.max()       # dropped weight < 1e-14: no visible change
+        p, w = p[keep], w[keep] / w[keep].sum()
+        keep = effect.W > 1e-15 * effect.W.max()
+        if not keep.all():               # likewise for the effect's components
+            effect = EffectDistribution.from_mixture(effect.M[keep], effect.S[keep],
+                                                     effect.W[keep], effect.label)
+        qs = np.array([a, 0.5, 1.0 - a])
+        # Newton with a 16-node baseline rule gives the start of Newton with the full rule
+        # (which then needs one or two steps); the result is the full rule's root
+        p16, w16 = base.nodes(16)
+        r16 = _rd_quantiles(qs, effect, p16, w16 / w16.sum(), scale)
+        rlo, rmd, rhi = _rd_quantiles(qs, effect, p, w, scale, start=r16)
+        # mean: E[p1] over the effect's density by Gauss-Legendre cells in x
+        # (bayesmeta.crossed.DensityQuadrature), then over the baseline nodes
+        dq = DensityQuadrature(effect.M, effect.S, effect.W)
+        ep1 = dq.expect(lambda x: _p1(p[None, :], x[:, None], scale))
         rmean = float(w @ (ep1 - p))
-        p_ben = (1.0 - float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]) if sign > 0
-                 else float(_rd_cdf(np.array([0.0]), effect, p, w, scale)[0]))
-        # P(gain > mcid): gain = sign * rd
-        if sign > 0:
-            p_mcid = 1.0 - float(_rd_cdf(np.array([mcid]), effect, p, w, scale)[0])
-        else:
-            p_mcid = float(_rd_cdf(np.array([-mcid]), effect, p, w, scale)[0])
+        # P(gain > 0) and P(gain > mcid), gain = sign * rd
+        c0, cm = _rd_cdf(np.array([0.0, sign * mcid]), effect, p, w, scale)
+        p_ben, p_mcid = (1.0 - float(c0), 1.0 - float(cm)) if sign > 0 else (float(c0),
+                                                                            float(cm))
         n_used = 0
     else:
         rng = np.random.default_rng(seed)

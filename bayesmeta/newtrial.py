@@ -26,6 +26,12 @@ Given a component, theta and y_new are jointly normal, so the update is a conjug
 update per component with reweighting ``W_k N(y; M_k, S_k² + T_k² + se²)``: exact for a
 mixture, importance reweighting of draws otherwise. Tests check each quantity against a Monte
 Carlo simulation of the model.
+
+A predictive built as an effect mixture crossed with a tau grid (:meth:`Predictive.from_effect`
+with a prior, :meth:`bayesmeta.survival_fit.SurvivalExactFit.predictive`) keeps the two factors
+and computes its CDF, quantiles and the tipping-point scan with :mod:`bayesmeta.crossed`
+(without forming the K x J crossed components once they number more than
+:data:`bayesmeta.crossed.EXACT_MAX`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from bayesmeta.crossed import EXACT_MAX, CrossedMixture, TiltQuadrature
 from bayesmeta.direction import Direction
 from bayesmeta.exceptions import SpecError
 from bayesmeta.mixture import EffectDistribution
@@ -53,15 +60,74 @@ def tau_nodes(prior) -> tuple[np.ndarray, np.ndarray]:
     return tau_prior_nodes(prior)
 
 
-@dataclass(frozen=True, eq=False)
 class Predictive:
-    """``theta ~ sum_k W_k N(M_k, S_k²)`` with component between-trial SD ``T_k``."""
+    """``theta ~ sum_k W_k N(M_k, S_k²)`` with component between-trial SD ``T_k``.
 
-    M: np.ndarray
-    S: np.ndarray
-    T: np.ndarray
-    W: np.ndarray
-    source: str = ""
+    ``factors = (M_e, S_e, W_e, T_j, w_j)``, when given, says that the components are the
+    effect mixture ``(M_e, S_e, W_e)`` crossed with the tau grid ``(T_j, w_j)``
+    (:meth:`crossed`): ``M, S, T, W`` are then that cross (weights below 1e-16 of the largest
+    pruned), formed only when read; CDFs, quantiles and the tipping-point scan use the factors
+    (:mod:`bayesmeta.crossed`).
+    """
+
+    def __init__(self, M, S, T, W, source: str = "", factors: tuple | None = None):
+        self._flat = None if M is None else tuple(
+            np.asarray(a, dtype=float) for a in (M, S, T, W))
+        self.source = source
+        self.factors = factors
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        n = (f"{self.factors[0].size} x {self.factors[3].size} crossed"
+             if self.factors is not None else str(self._flat[0].size))
+        return f"Predictive({n} components, source={self.source!r})"
+
+    def __getstate__(self):
+        return {"_flat": self._flat, "source": self.source, "factors": self.factors,
+                "_cache": {}}
+
+    @property
+    def M(self) -> np.ndarray:
+        return self._cross()[0]
+
+    @property
+    def S(self) -> np.ndarray:
+        return self._cross()[1]
+
+    @property
+    def T(self) -> np.ndarray:
+        return self._cross()[2]
+
+    @property
+    def W(self) -> np.ndarray:
+        return self._cross()[3]
+
+    def _cross(self):
+        if self._flat is None:
+            M, S, W, T, w = self.factors
+            K, J = M.size, T.size
+            Wc = (W[:, None] * w[None, :]).ravel()
+            keep = Wc > 1e-16 * Wc.max()
+            self._flat = (np.repeat(M, J)[keep], np.repeat(S, J)[keep], np.tile(T, K)[keep],
+                          Wc[keep] / Wc[keep].sum())
+        return self._flat
+
+    @classmethod
+    def crossed(cls, M, S, W, T, w, source: str = "") -> "Predictive":
+        """The effect mixture ``(M, S, W)`` crossed with the tau grid ``(T, w)``."""
+        M, S, W, T, w = (np.asarray(a, dtype=float).ravel() for a in (M, S, W, T, w))
+        return cls(None, None, None, None, source, factors=(M, S, W, T, w))
+
+    def _fast(self) -> bool:
+        f = self.factors
+        return f is not None and f[0].size * f[3].size > EXACT_MAX and bool(np.all(f[1] > 0))
+
+    def _mix(self, se: float) -> CrossedMixture:
+        key = ("mix", float(se))
+        if key not in self._cache:
+            M, S, W, T, w = self.factors
+            self._cache[key] = CrossedMixture(M, S, W, T, w, se)
+        return self._cache[key]
 
     @classmethod
     def from_effect(cls, effect: EffectDistribution, tau_prior=None, *, tau_draws=None,
@@ -77,12 +143,8 @@ class Predictive:
             raise SpecError("a new-trial predictive needs the between-trial SD: give tau_prior "
                             "(or joint tau_draws)", key="tau_new_prior")
         t, tw = tau_nodes(tau_prior)
-        K, J = effect.M.size, t.size
-        W = (effect.W[:, None] * tw[None, :]).ravel()
-        keep = W > 1e-16 * W.max()
-        return cls(np.repeat(effect.M, J)[keep], np.repeat(effect.S, J)[keep],
-                   np.tile(t, K)[keep], W[keep] / W[keep].sum(),
-                   source or f"tau_new ~ {tau_prior}")
+        return cls.crossed(effect.M, effect.S, effect.W, t, tw,
+                           source or f"tau_new ~ {tau_prior}")
 
     def _sd(self, se: float = 0.0) -> np.ndarray:
         return np.sqrt(self.S ** 2 + self.T ** 2 + float(se) ** 2)
@@ -90,6 +152,8 @@ class Predictive:
     def cdf(self, x, se: float = 0.0) -> np.ndarray:
         """P(y_new <= x) for a trial with standard error ``se`` (se = 0: theta_new)."""
         x = np.atleast_1d(np.asarray(x, dtype=float))
+        if self._fast():
+            return self._mix(se).cdf(x)
         sd = self._sd(se)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (x[:, None] - self.M[None, :]) / sd[None, :]
@@ -99,6 +163,8 @@ class Predictive:
 
     def quantile(self, q, se: float = 0.0) -> np.ndarray:
         q = np.atleast_1d(np.asarray(q, dtype=float))
+        if self._fast():
+            return self._mix(se).quantile(q)
         sd = self._sd(se)
         zq = special.ndtri(q)
         lo = np.min(self.M[None, :] + sd[None, :] * zq[:, None], axis=1) - 1e-9
@@ -119,6 +185,9 @@ class Predictive:
 
     def posterior_cdf(self, x: float) -> float:
         """P(theta <= x | data) (the current posterior of the pooled effect)."""
+        if self._fast():
+            M, S, W = self.factors[:3]
+            return float(special.ndtr((float(x) - M) / S) @ W)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (float(x) - self.M) / self.S
         z = np.where(self.S > 0, z, np.where(x >= self.M, np.inf, -np.inf))
@@ -137,6 +206,40 @@ class Predictive:
             z = (float(x) - m) / s
         z = np.where(s > 0, z, np.where(x >= m, np.inf, -np.inf))
         return float(special.ndtr(z) @ w)
+
+    def updated_cdfs(self, ys, se: float, x: float) -> np.ndarray:
+        """:meth:`updated_cdf` at every y in ``ys``. A crossed predictive larger than
+        :data:`bayesmeta.crossed.EXACT_MAX` uses :class:`bayesmeta.crossed.TiltQuadrature`,
+        built for the range of ``ys`` and reused by later calls that it covers."""
+        ys = np.atleast_1d(np.asarray(ys, dtype=float))
+        if self._fast():
+            lo, hi = float(ys.min()), float(ys.max())
+            key = ("tilt", float(x))
+            tq = self._cache.get(key)
+            if tq is None or not tq.covers(float(se), lo, hi):
+                # cells for se / 2.5 and a 10% wider y range also serve the next trials
+                # asked for (smaller se: more patients; or the same se)
+                M, S, W, T, w = self.factors
+                pad = 0.05 * (hi - lo)
+                tq = self._cache[key] = TiltQuadrature(M, S, W, T, w, float(se) / 2.5, x,
+                                                       lo - pad, hi + pad)
+            return tq.cdf(ys, se)
+        v = self.S ** 2 + self.T ** 2 + float(se) ** 2
+        k = self.S ** 2 / v
+        s = np.sqrt(np.maximum(self.S ** 2 * (1.0 - k), 0.0))
+        lw0 = np.log(self.W) - 0.5 * np.log(v)
+        out = np.empty(ys.size)
+        step = max(1, 2_000_000 // self.M.size)
+        for i in range(0, ys.size, step):
+            y = ys[i:i + step, None]
+            lw = lw0 - 0.5 * (y - self.M) ** 2 / v
+            w = np.exp(lw - lw.max(1)[:, None])
+            m = self.M + k * (y - self.M)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = (float(x) - m) / s
+            z = np.where(s > 0, z, np.where(x >= m, np.inf, -np.inf))
+            out[i:i + step] = (special.ndtr(z) * w).sum(1) / w.sum(1)
+        return out
 
 
 def trial_se(n_per_arm: float, p0: float, effect: float, scale: str = "logOR") -> float:
@@ -190,15 +293,24 @@ def tipping_point(pred: Predictive, se: float, direction: Direction, *, target: 
     s = direction.sign
     below = pred.posterior_cdf(null)
     p_now = 1.0 - below if s > 0 else below
+    centre = float(pred.quantile(0.5, se)[0])
+    if pred.factors is not None:
+        M, S, W, T, w = pred.factors
+        var = float(W @ S ** 2 + w @ T ** 2)
+    else:
+        var = float(pred.W @ (pred.S ** 2 + pred.T ** 2))
+    scale = math.sqrt(var + se ** 2)
+
+    def fv(ys):
+        c = pred.updated_cdfs(ys, se, null)
+        return (1.0 - c if s > 0 else c) - target
 
     def f(y):
-        return updated_prob_benefit(pred, y, se, direction, null) - target
+        return float(fv([y])[0])
 
-    centre = float(pred.quantile(0.5, se)[0])
-    scale = float(np.sqrt(pred.W @ (pred.S ** 2 + pred.T ** 2) + se ** 2))
     toward = -s if f(centre) > 0 else s
     ys = centre + toward * scale * step * np.arange(int(reach / step) + 1)
-    fs = np.array([f(y) for y in ys])
+    fs = fv(ys)
     j = int(np.argmin(np.abs(fs)))
     out = {"p_current": p_now, "p_extreme": float(fs[j] + target), "y_extreme": float(ys[j])}
     cross = np.flatnonzero(np.sign(fs[1:]) != np.sign(fs[:-1]))

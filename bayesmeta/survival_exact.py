@@ -24,6 +24,7 @@ covariance shared by all time points before the fit.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from bayesmeta.crossed import CrossedMixture
 from bayesmeta.exact import (FixedTau, _adaptive_trapezoid, _Map, _mix_cdf, _mix_quantiles,
                              _moment_exists)
 from bayesmeta.exceptions import EstimationError, SpecError
@@ -139,6 +141,23 @@ class _SigGrid:
         si, _ = special.sici(math.pi * u)
         return np.clip(((0.5 + si / math.pi) * self.weight).sum(-1), 0.0, 1.0)
 
+    def _cdf_t_lattice(self, t):
+        """:meth:`_cdf_t` when every (t - t_n) / h is a multiple of 1/16 (the nodes are
+        multiples of h, a power of 2, and so is t here): Si is evaluated once per distinct
+        lattice value; the terms and their sum are the same floating-point numbers."""
+        t = np.asarray(t, dtype=float)
+        m = (t - t[0]) / self.h * 16.0                  # t = t[0] + m h / 16, m integer
+        kn = (self.t - t[0]) / self.h * 16.0            # nodes: multiples of h / 16 too
+        mi, ki = np.rint(m), np.rint(kn)
+        if not (np.array_equal(mi, m) and np.array_equal(ki, kn)):
+            return self._cdf_t(t)
+        mi, ki = mi.astype(np.int64), ki.astype(np.int64)
+        k0, k1 = int(mi.min() - ki.max()), int(mi.max() - ki.min())
+        si, _ = special.sici(math.pi * (np.arange(k0, k1 + 1) / 16.0))
+        g = 0.5 + si / math.pi                      # the same terms, once per lattice value
+        k = (mi - k0)[:, None] - ki[None, :]        # 16 (t - t_n) / h - k0
+        return np.clip((g[k] * self.weight).sum(-1), 0.0, 1.0)
+
     def quantiles(self, qs):
         qs = np.atleast_1d(np.asarray(qs, dtype=float))
         if self.fixed:
@@ -156,7 +175,7 @@ class _SigGrid:
         if self.fixed:
             return np.full(np.shape(u), float(self.sigma[0]))
         tt = np.arange(self.t[0] - 6 * self.h, self.t[-1] + 6 * self.h, self.h / 16)
-        F = np.maximum.accumulate(self._cdf_t(tt))
+        F = np.maximum.accumulate(self._cdf_t_lattice(tt))
         keep = np.concatenate([[True], np.diff(F) > 0])
         return self.mp.tau_of_z(self.mp.z_of_t(np.interp(u, F[keep], tt[keep])))
 
@@ -398,6 +417,15 @@ def parse_rho_prior(text: str) -> RhoPrior:
                     fix="use uniform, uniform:LO:HI, beta:A:B or beta:A:B:LO:HI")
 
 
+@functools.lru_cache(maxsize=64)
+def _roots_jacobi(n: int, alpha: float, beta: float):
+    """Gauss-Jacobi nodes and weights (cached: a rule depends only on its arguments)."""
+    t, w = special.roots_jacobi(n, alpha, beta)
+    t.flags.writeable = False
+    w.flags.writeable = False
+    return t, w
+
+
 @dataclass(frozen=True)
 class _RhoPost:
     """Posterior of rho from the Gauss-Jacobi rule of its Beta prior.
@@ -415,6 +443,7 @@ class _RhoPost:
     weight: np.ndarray         # posterior weight of each node (sum 1)
     coef: np.ndarray           # Legendre coefficients of L / max L in x
     z: float                   # ∫ L / max L x prior weight dx (same units as the rule)
+    _qcache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, prior, x, gw, log_l):
@@ -429,11 +458,11 @@ class _RhoPost:
         a, b = self.prior.a, self.prior.b
         n = max(64, self.x.size)
         if lower:   # ∫_{-1}^{xr}: x = -1 + (xr + 1)(t + 1)/2, weight (1 + t)^(a-1)
-            t, w = special.roots_jacobi(n, 0.0, a - 1.0)
+            t, w = _roots_jacobi(n, 0.0, a - 1.0)
             xx = -1.0 + (xr + 1.0) * 0.5 * (t + 1.0)
             f = np.polynomial.legendre.legval(xx, self.coef) * (1.0 - xx) ** (b - 1.0)
             return ((xr + 1.0) / 2.0) ** a * float(w @ f)
-        t, w = special.roots_jacobi(n, b - 1.0, 0.0)   # ∫_{xr}^{1}, weight (1 - t)^(b-1)
+        t, w = _roots_jacobi(n, b - 1.0, 0.0)   # ∫_{xr}^{1}, weight (1 - t)^(b-1)
         xx = xr + (1.0 - xr) * 0.5 * (t + 1.0)
         f = np.polynomial.legendre.legval(xx, self.coef) * (1.0 + xx) ** (a - 1.0)
         return ((1.0 - xr) / 2.0) ** b * float(w @ f)
@@ -451,13 +480,41 @@ class _RhoPost:
 
     def quantiles(self, qs):
         qs = np.atleast_1d(np.asarray(qs, float))
+        todo = [float(q) for q in qs if float(q) not in self._qcache]
+        if todo:
+            self._qcache.update(zip(todo, self._quantiles(todo)))
+        return np.array([self._qcache[float(q)] for q in qs])
+
+    def _density(self, r) -> float:
+        """d cdf / d rho: the interpolant of L times the prior weight, over z."""
+        p = self.prior
+        xr = 2.0 * (float(r) - p.lower) / (p.upper - p.lower) - 1.0
+        if not -1.0 < xr < 1.0:
+            return 0.0
+        f = (float(np.polynomial.legendre.legval(xr, self.coef)) * (1.0 - xr) ** (p.b - 1.0)
+             * (1.0 + xr) ** (p.a - 1.0))
+        return f / self.z * 2.0 / (p.upper - p.lower)
+
+    def _quantiles(self, qs):
+        """Safeguarded Newton on :meth:`cdf` inside (lower, upper), to 1e-15."""
         out = []
         for q in qs:
             lo, hi = self.prior.lower, self.prior.upper
-            for _ in range(55):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
-            out.append(0.5 * (lo + hi))
+            r = float(np.clip(self.rho[np.searchsorted(np.cumsum(self.weight), q)], lo, hi))
+            for _ in range(100):
+                g = self.cdf(r) - q
+                if g == 0.0:
+                    break
+                lo, hi = (r, hi) if g < 0 else (lo, r)
+                d = self._density(r)
+                rn = r - g / d if d > 0 else math.nan
+                if not (lo < rn < hi):
+                    rn = 0.5 * (lo + hi)
+                if abs(rn - r) <= 1e-15 or hi - lo <= 1e-15:
+                    r = rn
+                    break
+                r = rn
+            out.append(r)
         return np.array(out)
 
     def summary_row(self):
@@ -492,37 +549,115 @@ class _PublishedExact:
         self.W = W[keep] / W[keep].sum()
         self.mu_M, self.mu_S = cat["mhat"][None, :], np.sqrt(cat["V"])[None, :]
         self.th_M, self.th_S = cat["tm"].T, np.sqrt(cat["tv"]).T                  # (T, N)
-        # new trial: (node n) x (tau_new node j) flattened, negligible weights pruned
-        Wn = np.outer(self.W, tau_grid.weight)
-        keep = Wn.ravel() > 1e-16 * Wn.max()   # pruned mass < 1e-11
-        self.nw_W = Wn.ravel()[keep] / Wn.ravel()[keep].sum()
-        self.nw_M = np.repeat(self.th_M[:, :, None], tau_grid.sigma.size, 2).reshape(
-            len(times), -1)[:, keep]
-        self.nw_S = np.sqrt(self.th_S[:, :, None] ** 2 + tau_grid.sigma[None, None, :] ** 2
-                            ).reshape(len(times), -1)[:, keep]
+        # the new-trial log OR is logOR[t] + tau_new z: the posterior nodes crossed with the
+        # tau_new grid, evaluated from the two factors (bayesmeta.crossed); quantiles are
+        # cached per (label, probability)
+        self._new, self._qcache = {}, {}
 
     @property
     def n_nodes(self) -> int:
         return int(self.W.size)
 
-    def mixture(self, label):
+    def _split(self, label):
+        """("mu" | "logOR" | "logOR_new", time index)."""
         if label == "mu":
-            return self.mu_M, self.mu_S, self.W
-        for pre, (M, S, W) in (("logOR_new[", (self.nw_M, self.nw_S, self.nw_W)),
-                               ("logOR[", (self.th_M, self.th_S, self.W))):
+            return "mu", None
+        for pre in ("logOR_new[", "logOR["):
             if label.startswith(pre) and label.endswith("]"):
-                i = self.times.index(label[len(pre):-1])
-                return M[i:i + 1], S[i:i + 1], W
+                return pre[:-1], self.times.index(label[len(pre):-1])
         raise KeyError(f"no mixture for {label!r}")
 
+    def new_trial_mixture(self, i: int) -> CrossedMixture:
+        """logOR_new at time index i as :class:`bayesmeta.crossed.CrossedMixture`."""
+        if i not in self._new:
+            self._new[i] = CrossedMixture(self.th_M[i], self.th_S[i], self.W, self.tg.sigma,
+                                          self.tg.weight)
+        return self._new[i]
+
+    def mixture(self, label):
+        """(M, S, W) of mu / logOR[t] (rows (1, N)) or of logOR_new[t] (the crossed
+        components, weights below 1e-16 of the largest pruned: pruned mass < 1e-11)."""
+        kind, i = self._split(label)
+        if kind == "mu":
+            return self.mu_M, self.mu_S, self.W
+        if kind == "logOR":
+            return self.th_M[i:i + 1], self.th_S[i:i + 1], self.W
+        tg = self.tg
+        Wn = np.outer(self.W, tg.weight).ravel()
+        keep = Wn > 1e-16 * Wn.max()
+        M = np.repeat(self.th_M[i], tg.sigma.size)[keep]
+        S = np.sqrt(self.th_S[i][:, None] ** 2 + tg.sigma[None, :] ** 2).ravel()[keep]
+        return M[None, :], S[None, :], Wn[keep] / Wn[keep].sum()
+
     def cdf(self, label, x):
+        kind, i = self._split(label)
+        if kind == "logOR_new":
+            return float(self.new_trial_mixture(i).cdf(float(x)))
         M, S, W = self.mixture(label)
         return float(_mix_cdf(np.array([[float(x)]]), M, S, W)[0, 0])
 
     def sigma_quantiles(self, qs):
         qs = np.atleast_1d(np.asarray(qs, float))
+        todo = sorted({float(q) for q in qs if ("sigma_time", float(q)) not in self._qcache})
+        if todo:
+            got = self._sigma_quantiles(np.array(todo))
+            self._qcache.update({("sigma_time", q): float(v) for q, v in zip(todo, got)})
+        return np.array([self._qcache[("sigma_time", float(q))] for q in qs])
+
+    def _sigma_cdf_pdf_z(self, z):
+        """Mixture over the rho blocks of the sinc CDFs of sigma_time (each block's
+        :meth:`_SigGrid._cdf_t`, clipped to [0, 1]) at z = z_of_tau(sigma) (Q,), and its
+        derivative in z."""
+        c, wm, tn, wn, h, bw = self._sig
+        t = np.arcsinh((z[:, None] - c) / wm)                                 # (Q, B)
+        u = (t[:, :, None] - tn[None]) / h[None, :, None]                      # (Q, B, N)
+        si, _ = special.sici(math.pi * u)
+        Fb = ((0.5 + si / math.pi) * wn).sum(-1)
+        inside = (Fb > 0.0) & (Fb < 1.0)
+        fb = np.where(inside, (np.sinc(u) * wn).sum(-1) / h, 0.0) / np.sqrt(
+            wm ** 2 + (z[:, None] - c) ** 2)
+        return np.clip(Fb, 0.0, 1.0) @ bw, fb @ bw
+
+    def _sigma_quantiles(self, qs):
         if len(self.blocks) == 1:
             return self.blocks[0].grid.quantiles(qs)
+        if any(b.grid.fixed for b in self.blocks):
+            return self._sigma_quantiles_bisect(qs)
+        # safeguarded Newton in z (the maps' common z = log sigma or logit scale), to 1e-14
+        if not hasattr(self, "_sig"):
+            B = len(self.blocks)
+            N = max(b.grid.t.size for b in self.blocks)
+            tn, wn = np.zeros((B, N)), np.zeros((B, N))
+            for i, b in enumerate(self.blocks):
+                tn[i, :b.grid.t.size], wn[i, :b.grid.t.size] = b.grid.t, b.grid.weight
+            self._sig = (np.array([b.grid.mp.c for b in self.blocks]),
+                         np.array([b.grid.mp.w for b in self.blocks]), tn, wn,
+                         np.array([b.grid.h for b in self.blocks]),
+                         np.array([b.weight for b in self.blocks]))
+        mp = self.blocks[0].grid.mp
+        zs = [b.grid.mp.z_of_t(np.array([b.grid.t[0] - 10 * b.grid.h,
+                                         b.grid.t[-1] + 10 * b.grid.h])) for b in self.blocks]
+        lo = np.full(qs.shape, min(z[0] for z in zs))
+        hi = np.full(qs.shape, max(z[1] for z in zs))
+        wb = self._sig[5]
+        z = np.full(qs.shape, float(sum(w * b.grid.mp.z_of_t(
+            b.grid.t[np.searchsorted(np.cumsum(b.grid.weight), 0.5)]) for w, b in zip(
+                wb, self.blocks))))
+        for _ in range(200):
+            F, f = self._sigma_cdf_pdf_z(z)
+            r = F - qs
+            lo, hi = np.where(r < 0, z, lo), np.where(r > 0, z, hi)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = r / f
+            conv = np.isfinite(step) & (np.abs(step) <= 1e-14 * (1.0 + np.abs(z)))
+            zn = z - np.where(np.isfinite(step), step, 0.0)
+            bad = ~conv & (~np.isfinite(step) | (zn <= lo) | (zn >= hi))
+            z = np.where(bad, 0.5 * (lo + hi), zn)
+            if np.all(conv | (r == 0) | (hi - lo <= 1e-15 * (1.0 + np.abs(z)))):
+                break
+        return mp.tau_of_z(z)
+
+    def _sigma_quantiles_bisect(self, qs):
         per = np.array([b.grid.quantiles(qs) for b in self.blocks])     # (B, Q)
         lo, hi = per.min(0), per.max(0)    # a mixture quantile lies between the components'
         wb = np.array([b.weight for b in self.blocks])
@@ -540,8 +675,24 @@ class _PublishedExact:
         return mean, sd
 
     def quantiles(self, label, qs):
-        M, S, W = self.mixture(label)
-        return _mix_quantiles(M, S, W, np.asarray(qs, float))[0]
+        qs = np.atleast_1d(np.asarray(qs, float))
+        todo = sorted({float(q) for q in qs if (label, float(q)) not in self._qcache})
+        if todo:
+            kind, i = self._split(label)
+            if kind == "logOR_new":
+                got = self.new_trial_mixture(i).quantile(np.array(todo))
+            else:
+                M, S, W = self.mixture(label)
+                got = _mix_quantiles(M, S, W, np.array(todo))[0]
+            self._qcache.update({(label, q): float(v) for q, v in zip(todo, got)})
+        return np.array([self._qcache[(label, float(q))] for q in qs])
+
+    def _new_moments(self, i: int):
+        """Mean and SD of logOR_new[t] = logOR[t] + tau_new z (tau_new independent, mean 0)."""
+        mean, sd = self._moments(self.th_M[i:i + 1], self.th_S[i:i + 1], self.W)
+        if not self.tau_fin2:
+            return mean, np.full_like(sd, math.inf)
+        return mean, np.sqrt(sd ** 2 + float(self.tg.weight @ self.tg.sigma ** 2))
 
     def summary(self, level: float = CI_PROB) -> pd.DataFrame:
         a = (1.0 - level) / 2.0
@@ -551,12 +702,14 @@ class _PublishedExact:
         for lab, M, S, W, fin in (
                 [("mu", self.mu_M, self.mu_S, self.W, fin_mu)]
                 + [(f"logOR[{t}]", self.th_M[i:i + 1], self.th_S[i:i + 1], self.W, True)
-                   for i, t in enumerate(self.times)]
-                + [(f"logOR_new[{t}]", self.nw_M[i:i + 1], self.nw_S[i:i + 1], self.nw_W,
-                    self.tau_fin2) for i, t in enumerate(self.times)]):
+                   for i, t in enumerate(self.times)]):
             mean, sd = self._moments(M, S, W, fin)
-            q = _mix_quantiles(M, S, W, ql)[0]
+            q = self.quantiles(lab, ql)
             rows[lab] = (float(mean[0]), float(sd[0]), q[1], q[2], q[0])
+        for i, t in enumerate(self.times):
+            mean, sd = self._new_moments(i)
+            q = self.quantiles(f"logOR_new[{t}]", ql)
+            rows[f"logOR_new[{t}]"] = (float(mean[0]), float(sd[0]), q[1], q[2], q[0])
         sig = np.concatenate([b.grid.sigma for b in self.blocks])
         ws = np.concatenate([b.weight * b.grid.weight for b in self.blocks])
         ws = ws / ws.sum()
@@ -587,11 +740,13 @@ class _PublishedExact:
         rows = []
         for i, t in enumerate(self.times):
             p0 = _p0_at(control_survival, t)
-            for kind, M, S, W in (("pooled", self.th_M[i:i + 1], self.th_S[i:i + 1], self.W),
-                                  ("new_trial", self.nw_M[i:i + 1], self.nw_S[i:i + 1],
-                                   self.nw_W)):
-                md, lo, hi = _mix_quantiles(M, S, W, ql)[0]
-                cdf = _mix_cdf(np.array([[0.0, math.log(thr)]]), M, S, W)[0]
+            for kind, lab in (("pooled", f"logOR[{t}]"), ("new_trial", f"logOR_new[{t}]")):
+                md, lo, hi = self.quantiles(lab, ql)
+                M, S, W = self.th_M[i:i + 1], self.th_S[i:i + 1], self.W
+                if kind == "pooled":
+                    cdf = _mix_cdf(np.array([[0.0, math.log(thr)]]), M, S, W)[0]
+                else:
+                    cdf = self.new_trial_mixture(i).cdf(np.array([0.0, math.log(thr)]))
                 row = {"time": t, "kind": kind, "or_median": math.exp(md),
                        "or_ci_low": math.exp(lo), "or_ci_high": math.exp(hi),
                        "p_or_gt_1": float(1.0 - cdf[0]), "threshold": thr,
@@ -604,6 +759,8 @@ class _PublishedExact:
                 # the survival difference expit(a + L) - p0 is increasing in L: its quantiles
                 # are those of L mapped through it; its mean by Gauss-Hermite per component
                 dmd, dlo, dhi = (float(special.expit(a + v)) - p0 for v in (md, lo, hi))
+                if kind == "new_trial":
+                    M, S, W = self.mixture(lab)
                 dmean = float(_mix_mean_expit(a, M, S, W)[0]) - p0
 
                 def nnt(d):

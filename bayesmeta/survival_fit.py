@@ -48,6 +48,7 @@ class SurvivalExactFit(Fit):
 
     result: Any = None
     other: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_result(cls, res, *, other: dict | None = None) -> "SurvivalExactFit":
@@ -58,6 +59,12 @@ class SurvivalExactFit(Fit):
                                             "engine": res.diagnostics.to_dict(),
                                             "seed": res.settings.get("seed")},
                    result=res, other=dict(other or {}))
+
+    def __getstate__(self):
+        """Pickles without the caches (summaries, predictives: rebuilt on demand)."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
 
     @property
     def _q(self):
@@ -82,6 +89,12 @@ class SurvivalExactFit(Fit):
         return param
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        key = ("summary", float(ci_prob))
+        if key not in self._cache:
+            self._cache[key] = self._summary(float(ci_prob))
+        return self._cache[key].copy()
+
+    def _summary(self, ci_prob: float) -> pd.DataFrame:
         a = (1.0 - float(ci_prob)) / 2.0
         qs = np.array([0.5, a, 1.0 - a])
         base = self.result.summary
@@ -136,14 +149,14 @@ class SurvivalExactFit(Fit):
         grid as ``log_or_new``)."""
         from bayesmeta.newtrial import Predictive
 
-        eff = self.effect(Param("log_or", time=time))
-        tg = self._q.tg
-        K, J = eff.M.size, tg.sigma.size
-        W = (eff.W[:, None] * tg.weight[None, :]).ravel()
-        keep = W > 1e-16 * W.max()
-        return Predictive(np.repeat(eff.M, J)[keep], np.repeat(eff.S, J)[keep],
-                          np.tile(tg.sigma, K)[keep], W[keep] / W[keep].sum(),
-                          f"tau_new ~ {self.result.priors.get('tau_new', '')}")
+        key = ("predictive", str(time))
+        if key not in self._cache:
+            eff = self.effect(Param("log_or", time=time))
+            tg = self._q.tg
+            self._cache[key] = Predictive.crossed(
+                eff.M, eff.S, eff.W, tg.sigma, tg.weight,
+                f"tau_new ~ {self.result.priors.get('tau_new', '')}")
+        return self._cache[key]
 
     def p_beyond(self, param, threshold: float, direction) -> float:
         """P(param beyond ``threshold`` in the benefit direction) (exact)."""

@@ -118,12 +118,16 @@ def analyse(rows: pd.DataFrame, spec, ctx, *, analysis: str, outcome: str,
     for label, b in biases:
         settings.append(({**main_s, "bias": label}, as_fit(fit(bay.correlation, rho_main,
                                                                bias=b))))
-    # the grid of probabilities (and survival ORs) per setting and time
+    # the grid of probabilities (and survival ORs) per setting and time; the median does not
+    # depend on the interval level, so it is read from the summary at the report's level (the
+    # one the results table reads, cached by the fit)
+    level = float(rep.ci_prob)
     grid = []
     for s, f in settings:
+        summ = f.summary(level)
         for t in times:
             p = Param("log_or", time=t)
-            rec = {**s, "time": t, "or_median": math.exp(f.summary(0.5).loc[p, "median"]),
+            rec = {**s, "time": t, "or_median": math.exp(summ.loc[p, "median"]),
                    "p_benefit": f.prob(p, above=0.0)}
             for x in thr:
                 rec[f"p_or_gt_{x:g}"] = f.prob(p, above=math.log(x))
@@ -154,7 +158,7 @@ def analyse(rows: pd.DataFrame, spec, ctx, *, analysis: str, outcome: str,
             for n in (rep.new_trial_n or (100,)):
                 pred = main_fit.predictive(t)
                 nt = NT.new_trial(pred, direction, n_per_arm=int(n), control_risk=p0,
-                                  effect_for_se=float(main_fit.summary(0.5).loc[
+                                  effect_for_se=float(main_fit.summary(level).loc[
                                       Param("log_or", time=t), "median"]),
                                   level=float(rep.ci_prob))
                 ntr.append({"time": t, **nt.as_dict()})
