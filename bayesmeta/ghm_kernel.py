@@ -1,0 +1,141 @@
+"""Gaussian algebra of the GHM given its hyperparameters, vectorised over many of them.
+
+With ``beta ~ N(b0, P0^-1)`` (``P0`` diagonal; zero entries = flat), ``gamma ~ N(0, G)`` and
+``y | beta, gamma ~ N(X beta + Z gamma, R)`` (:mod:`bayesmeta.ghm`), let
+``Sigma = Z G Z' + R``. Given theta:
+
+* ``A = X' Sigma^-1 X + P0``, ``beta_hat = A^-1 (X' Sigma^-1 y + P0 b0)``;
+* ``log p(y | theta) = -1/2 log|Sigma| - 1/2 log|A| + 1/2 log|P0|_+ - 1/2 Q
+  - (n - n_flat)/2 log 2 pi`` with ``Q = r' Sigma^-1 r + (beta_hat - b0)' P0 (beta_hat - b0)``,
+  ``r = y - X beta_hat`` (the marginal density of y with beta integrated out; for flat components
+  the restricted likelihood, whose dropped constant cancels in every posterior quantity);
+* an estimand ``eta = L_b beta + L_g gamma`` has ``eta | theta, y ~ N(M, C)`` with
+  ``K = L_g G Z'``, ``M = L_b beta_hat + K Sigma^-1 r``,
+  ``E = L_b - K Sigma^-1 X`` and ``C = L_g G L_g' - K Sigma^-1 K' + E A^-1 E'``
+  (Henderson's prediction variance: ``gamma | beta, y`` is the BLUP with covariance
+  ``G - G Z' Sigma^-1 Z G``, then ``beta`` is integrated over ``N(beta_hat, A^-1)``).
+
+Predictive estimands add the variance of new independent terms (a new study's ``u`` and ``e``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bayesmeta.ghm import Estimand, GHMDesign
+
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+class Kernel:
+    """Per-node Gaussian quantities of a design (see the module docstring)."""
+
+    def __init__(self, design: GHMDesign, estimands: list[Estimand] | None = None):
+        self.d = design
+        self.X = design.X()
+        self.Z = design.Z()
+        self.b0, self.p0 = design.prior_mean()
+        self.n_flat = int(np.sum(self.p0 == 0))
+        self.logdet_p0 = float(np.sum(np.log(self.p0[self.p0 > 0])))
+        self.set_estimands(design.estimands if estimands is None else estimands)
+
+    def set_estimands(self, estimands: list[Estimand]) -> None:
+        p = self.d.p
+        self.estimands = list(estimands)
+        L = np.array([e.L for e in self.estimands]).reshape(len(self.estimands), -1)
+        self.Lb, self.Lg = L[:, :p], L[:, p:]
+
+    def _extra(self, th: dict, N: int) -> np.ndarray:
+        out = np.zeros((N, len(self.estimands)))
+        for i, e in enumerate(self.estimands):
+            for name, coef in e.extra:
+                out[:, i] += coef if name == "const" else coef * th[name] ** 2
+        return out
+
+    def _solve(self, th: dict, extra_rhs=None):
+        """Sigma, its log-determinant, Sigma^-1 [y, X, extra] (N, n, .) and a finite mask."""
+        d = self.d
+        G = d.G(th)
+        S = self.Z @ G @ self.Z.T + d.R(th)
+        N, n = S.shape[0], S.shape[1]
+        rhs = np.concatenate([d.y[:, None], self.X], axis=1)
+        rhs = np.broadcast_to(rhs, (N,) + rhs.shape)
+        if extra_rhs is not None:
+            rhs = np.concatenate([rhs, extra_rhs], axis=2)
+        ok = np.ones(N, dtype=bool)
+        try:
+            Lc = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            Lc = np.zeros_like(S)
+            for i in range(N):
+                try:
+                    Lc[i] = np.linalg.cholesky(S[i])
+                except np.linalg.LinAlgError:
+                    ok[i] = False
+                    Lc[i] = np.eye(n)
+        diag = np.diagonal(Lc, axis1=1, axis2=2)
+        ok &= np.all(np.isfinite(diag), axis=1) & np.all(diag > 0, axis=1)
+        logdet = 2.0 * np.sum(np.log(np.where(ok[:, None], diag, 1.0)), axis=1)
+        # two triangular solves as one batched solve of the factor (numpy has no batched
+        # triangular solve): Sigma^-1 b = L^-T L^-1 b
+        W = np.linalg.solve(np.where(ok[:, None, None], Lc, np.eye(n)), rhs)
+        W = np.linalg.solve(np.swapaxes(np.where(ok[:, None, None], Lc, np.eye(n)), 1, 2), W)
+        return G, logdet, W, ok
+
+    def loglik(self, th: dict):
+        """(log p(y | theta) (N,), beta_hat (N, p), A (N, p, p)); -inf where Sigma is not
+        positive definite."""
+        _, logdet, W, ok = self._solve(th)
+        return self._ll(logdet, W, ok)
+
+    def _ll(self, logdet, W, ok):
+        d = self.d
+        p = d.p
+        Siy, SiX = W[:, :, 0], W[:, :, 1:1 + p]
+        A = self.X.T @ SiX + np.diag(self.p0)[None]
+        rhs = Siy @ self.X + self.p0 * self.b0
+        bhat = np.linalg.solve(A, rhs[..., None])[..., 0]
+        Sir = Siy - np.einsum("kij,kj->ki", SiX, bhat)
+        r = d.y[None, :] - bhat @ self.X.T
+        Q = np.sum(r * Sir, axis=1) + np.sum(self.p0 * (bhat - self.b0) ** 2, axis=1)
+        _, ldA = np.linalg.slogdet(A)
+        ll = (-0.5 * logdet - 0.5 * ldA + 0.5 * self.logdet_p0 - 0.5 * Q
+              - 0.5 * (d.n - self.n_flat) * _LOG2PI)
+        ll = np.where(ok & np.isfinite(ll), ll, -np.inf)
+        return ll, bhat, A
+
+    def full(self, th: dict):
+        """(M (N, q), C (N, q, q), log p(y | theta) (N,)) of the estimands."""
+        N = next(iter(th.values())).shape[0] if th else 1
+        G = self.d.G(th)
+        if G.shape[0] != N:
+            G = np.broadcast_to(G, (N,) + G.shape[1:])
+        K = self.Lg[None] @ G @ self.Z.T[None]                       # (N, q, n)
+        _, logdet, W, ok = self._solve(th, np.swapaxes(K, 1, 2))
+        ll, bhat, A = self._ll(logdet, W, ok)
+        p = self.d.p
+        SiX, SiK = W[:, :, 1:1 + p], W[:, :, 1 + p:]
+        r = self.d.y[None, :] - bhat @ self.X.T
+        M = bhat @ self.Lb.T + np.einsum("kiq,ki->kq", SiK, r)
+        E = self.Lb[None] - np.swapaxes(SiK, 1, 2) @ self.X[None]    # (N, q, p)
+        Ai = np.linalg.inv(A)
+        C = (self.Lg[None] @ G @ self.Lg.T[None] - K @ SiK + E @ Ai @ np.swapaxes(E, 1, 2))
+        C = 0.5 * (C + np.swapaxes(C, 1, 2))
+        q = C.shape[1]
+        idx = np.arange(q)
+        C[:, idx, idx] += self._extra(th, N)
+        return M, C, ll
+
+    def full_diag(self, th: dict, chunk: int = 512):
+        """(M, diag C, ll) in chunks of nodes (memory stays O(chunk q²))."""
+        N = next(iter(th.values())).shape[0] if th else 1
+        Ms, Vs, lls = [], [], []
+        for a in range(0, N, chunk):
+            sub = {k: v[a:a + chunk] for k, v in th.items()}
+            M, C, ll = self.full(sub)
+            Ms.append(M)
+            Vs.append(np.diagonal(C, axis1=1, axis2=2).copy())
+            lls.append(ll)
+        return np.concatenate(Ms), np.concatenate(Vs), np.concatenate(lls)
