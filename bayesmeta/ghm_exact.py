@@ -305,23 +305,33 @@ class GHMExactFit(Fit):
 
     @cached_property
     def _joint(self):
-        """Joint i.i.d. draws: node index by weight, then the node's joint normal."""
+        """Joint i.i.d. draws: node index by weight, then the latent vector z = (beta, gamma)
+        from its normal given the node, then every estimand as L z (plus, for predictive
+        ones, an independent normal with the extra variance): exact linear relations between
+        estimands (a contrast is the difference of its two cells) hold in every draw."""
         rng = np.random.default_rng(self.seed)
         n = int(self.n_draws)
+        d = self.design
+        ests = d.estimands
         idx = rng.choice(self.nodes.weight.size, size=n, p=self.nodes.weight)
-        eps = rng.standard_normal((n, len(self.design.estimands)))
-        out = np.empty((n, len(self.design.estimands)))
+        pg = d.p + d.offsets["g"]
+        eps = rng.standard_normal((n, pg))
+        eps2 = rng.standard_normal((n, len(ests)))
+        L = np.array([e.L for e in ests]).reshape(len(ests), pg)
+        latent = Kernel(d, [Estimand(Param("z", k=str(i)), np.eye(pg)[i]) for i in range(pg)])
+        z = np.empty((n, pg))
         uniq, inv = np.unique(idx, return_inverse=True)
         th = {k: v[uniq] for k, v in self._theta.items()}
         for a in range(0, uniq.size, 256):
             sub = {k: v[a:a + 256] for k, v in th.items()}
-            M, C, _ = self._kernel.full(sub)
-            jit = 1e-12 * np.maximum(np.einsum("nii->n", C), 1e-300)[:, None, None]
-            L = np.linalg.cholesky(C + jit * np.eye(C.shape[1]))
+            M, C, _ = latent.full(sub)
+            ev, U = np.linalg.eigh(C)
+            R = U * np.sqrt(np.maximum(ev, 0.0))[:, None, :]
             sel = np.flatnonzero((inv >= a) & (inv < a + 256))
             j = inv[sel] - a
-            out[sel] = M[j] + np.einsum("nij,nj->ni", L[j], eps[sel])
-        return idx, out
+            z[sel] = M[j] + np.einsum("nij,nj->ni", R[j], eps[sel])
+        extra = self._kernel._extra({k: v[idx] for k, v in self._theta.items()}, n)
+        return idx, z @ L.T + np.sqrt(extra) * eps2
 
     def draws(self, param, n: int | None = None) -> np.ndarray:
         """Joint posterior draws (the i-th draw of every parameter comes from the same joint

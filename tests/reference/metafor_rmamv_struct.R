@@ -15,20 +15,23 @@
 #   bcg       dat.bcg log odds ratios (one cell, one row per study): the univariate special case
 # V: vcalc(obs = time, rho = r) for the exchangeable form, vcalc(time1 = time, phi = r) for the
 # decay form, cluster = study, subgroup = subgroup.
-# Optimiser: nlminb with a tight tolerance, else optim (BFGS, then Nelder-Mead) (see fit_mv);
-# the control used is recorded per case.
+# Optimiser: nlminb, optim BFGS and optim Nelder-Mead with tight tolerances; the fit with the
+# highest log-likelihood is kept (see fit_mv) and its control recorded per case.
 suppressPackageStartupMessages({library(metafor); library(jsonlite)})
 
 ctrls <- list(list(optimizer = "nlminb", rel.tol = 1e-11, iter.max = 10000, eval.max = 20000),
               list(optimizer = "optim", optmethod = "BFGS", reltol = 1e-15, maxit = 10000),
-              list(optimizer = "optim", optmethod = "Nelder-Mead", reltol = 1e-15,
+              list(optimizer = "optim", optmethod = "Nelder-Mead", reltol = 1e-16,
                    maxit = 100000))
 
 num <- function(x) if (is.null(x) || length(x) == 0) NA_real_ else as.numeric(x)
 
-# the first optimiser in ctrls that reports convergence (nlminb stops with "false convergence"
-# when a component goes to its boundary at 0, where metafor's log-variance parameter diverges)
+# every optimiser in ctrls, keeping the fit with the highest log-likelihood (on flat
+# likelihoods nlminb and BFGS stop ~1e-11 below the optimum, and nlminb reports "false
+# convergence" when a component goes to its boundary at 0, where metafor's log-variance
+# parameter diverges; Nelder-Mead with reltol 1e-16 then gets closest)
 fit_mv <- function(d, V, random, struct, method, test) {
+  best <- NULL
   for (ct in ctrls) {
     f <- tryCatch(
       if (is.null(struct)) {
@@ -38,12 +41,13 @@ fit_mv <- function(d, V, random, struct, method, test) {
         rma.mv(d$yi, V, mods = ~ 0 + cell, random = random, struct = struct, data = d,
                method = method, test = test, control = ct)
       }, error = function(e) NULL)
-    if (!is.null(f)) {
+    if (!is.null(f) && (is.null(best) || logLik(f) > logLik(best))) {
       f$used_control <- ct
-      return(f)
+      best <- f
     }
   }
-  stop("no optimiser converged")
+  if (is.null(best)) stop("no optimiser converged")
+  best
 }
 
 # ---- data ----------------------------------------------------------------------------------
