@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import optimize, special
 
 from bayesmeta.exceptions import ConvergenceWarning, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame, as_param
@@ -73,7 +73,7 @@ def mixture_quantiles(M, S, W, qs, xtol=1e-12):
     qq = np.tile(qs, P)
     scale = np.maximum(hi - lo, 1e-300)
     act = np.arange(P * Q)
-    for _ in range(100):
+    for _ in range(12):
         if act.size == 0:
             break
         z = (x[act][None, :] - M[:, pi[act]]) / S[:, pi[act]]
@@ -89,6 +89,18 @@ def mixture_quantiles(M, S, W, qs, xtol=1e-12):
         done = (np.abs(xn - x[act]) <= xtol * (np.abs(x[act]) + 1e-3 * scale[act])) | (F == 0)
         x[act] = xn
         act = act[~done]
+    # the few targets Newton has not settled (steps leaving the bracket where the mixture
+    # density is tiny): Brent's method inside their current bracket
+    for i in act:
+        mi, si = M[:, pi[i]], S[:, pi[i]]
+
+        def g(v, mi=mi, si=si, q=qq[i]):
+            return float(W @ special.ndtr((v - mi) / si)) - q
+        a, b = lo[i], hi[i]
+        if g(a) > 0 or g(b) < 0:
+            a, b = comp[:, pi[i] // 1, :].min(), comp[:, pi[i], :].max()
+        x[i] = optimize.brentq(g, a, b, xtol=1e-14, rtol=4 * np.finfo(float).eps,
+                               maxiter=500)
     return x.reshape(P, Q)
 
 
@@ -366,22 +378,35 @@ class GHMExactFit(Fit):
 
 
 def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
-               qmc_log2: int = 13, seed: int = 20240611, n_draws: int = 40_000,
-               outcome: str = "", warn: bool = True) -> GHMExactFit:
-    """Fit a built design (:func:`bayesmeta.ghm.build_design`) with the exact engine."""
+               qmc_log2: int = 12, qmc_max_log2: int = 15, seed: int = 20240611,
+               n_draws: int = 40_000, outcome: str = "", warn: bool = True) -> GHMExactFit:
+    """Fit a built design (:func:`bayesmeta.ghm.build_design`) with the exact engine.
+
+    Importance sampling (more than ``tensor_max_dim`` hyperparameters) starts with
+    ``2**qmc_log2`` Sobol points and doubles them (fresh points) while the estimated Monte
+    Carlo error of any posterior mean exceeds half of :data:`~bayesmeta.ghm_quad.IS_TOL`
+    posterior SDs, up to ``2**qmc_max_log2``; the fit is flagged inaccurate beyond ``IS_TOL``
+    or when k-hat > 0.7."""
     t0 = _time.perf_counter()
     kern = Kernel(design)
-    nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
-                      seed=seed)
-    if nodes.kind == "qmc-is":
+    m = int(qmc_log2)
+    while True:
+        nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=m,
+                          seed=seed)
+        moments = None
+        if nodes.kind != "qmc-is":
+            break
         fitq = GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure="",
                            scale="", design=design, nodes=nodes, _kernel=kern)
-        M, S = fitq._moments
+        M, S = moments = fitq._moments
         W = nodes.weight
         sd = np.sqrt(np.maximum(W @ (S ** 2 + M ** 2) - (W @ M) ** 2, 1e-300))
         rel = float(np.max(fitq._mc_error(M) / sd)) if M.size else 0.0
         nodes.diagnostics["max_mc_error_sd"] = rel
         nodes.diagnostics["accurate"] = bool(nodes.diagnostics["khat"] <= 0.7 and rel <= IS_TOL)
+        if rel <= IS_TOL / 2 or m >= qmc_max_log2:
+            break
+        m += 1
     if warn and not nodes.diagnostics.get("accurate", True):
         warnings.warn(f"GHM exact engine: integration over {len(design.hypers)} hyperparameters "
                       f"is not accurate ({nodes.kind}: {nodes.diagnostics}); results are "
@@ -396,6 +421,8 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
                       scale=_SCALES.get(meas, meas), coords={"outcome": outcome} if outcome else {},
                       notes=tuple(design.notes), provenance=prov, design=design, nodes=nodes,
                       n_draws=int(n_draws), seed=int(seed), _kernel=kern)
+    if moments is not None:
+        fit.__dict__["_moments"] = moments
     fit.seconds = _time.perf_counter() - t0
     fit.provenance["seconds"] = fit.seconds
     return fit

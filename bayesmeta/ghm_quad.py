@@ -335,7 +335,7 @@ def _is(target: _Target, mode, cov, m, seed):
 
 
 def integrate(design: GHMDesign, kernel: Kernel, *, tol: float = TOL, tensor_max_dim: int = 2,
-              qmc_log2: int = 13, seed: int = 20240611) -> Nodes:
+              qmc_log2: int = 12, seed: int = 20240611) -> Nodes:
     """Posterior nodes and weights of the free hyperparameters (module docstring)."""
     target = _Target(design, kernel)
     d = len(design.hypers)
