@@ -377,6 +377,11 @@ class GHMExactFit(Fit):
                 "seconds": self.seconds}
 
 
+def _node_moments(kern: Kernel, design: GHMDesign, x):
+    M, V, _ = kern.full_diag(design.theta(x))
+    return M, np.sqrt(np.maximum(V, 0.0))
+
+
 def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
                qmc_log2: int = 12, qmc_max_log2: int = 15, seed: int = 20240611,
                n_draws: int = 40_000, outcome: str = "", warn: bool = True) -> GHMExactFit:
@@ -389,23 +394,27 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
     or when k-hat > 0.7."""
     t0 = _time.perf_counter()
     kern = Kernel(design)
+    nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
+                      seed=seed)
+    moments = None
     m = int(qmc_log2)
-    while True:
-        nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=m,
-                          seed=seed)
-        moments = None
-        if nodes.kind != "qmc-is":
-            break
-        fitq = GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure="",
-                           scale="", design=design, nodes=nodes, _kernel=kern)
-        M, S = moments = fitq._moments
+    while nodes.kind == "qmc-is":
+        # conditional moments of the estimands at the points not yet evaluated
+        M, S = _node_moments(kern, design, nodes.x[0 if moments is None else
+                                                    moments[0].shape[0]:])
+        moments = (M, S) if moments is None else (np.concatenate([moments[0], M]),
+                                                  np.concatenate([moments[1], S]))
+        M, S = moments
         W = nodes.weight
         sd = np.sqrt(np.maximum(W @ (S ** 2 + M ** 2) - (W @ M) ** 2, 1e-300))
-        rel = float(np.max(fitq._mc_error(M) / sd)) if M.size else 0.0
+        mc = np.sqrt(np.sum(W[:, None] ** 2 * (M - W @ M) ** 2, axis=0))
+        rel = float(np.max(mc / sd)) if M.size else 0.0
         nodes.diagnostics["max_mc_error_sd"] = rel
         nodes.diagnostics["accurate"] = bool(nodes.diagnostics["khat"] <= 0.7 and rel <= IS_TOL)
         if rel <= IS_TOL / 2 or m >= qmc_max_log2:
             break
+        nodes.sampler.extend()
+        nodes = nodes.sampler.nodes()
         m += 1
     if warn and not nodes.diagnostics.get("accurate", True):
         warnings.warn(f"GHM exact engine: integration over {len(design.hypers)} hyperparameters "

@@ -41,7 +41,7 @@ from bayesmeta.exceptions import EstimationError
 from bayesmeta.ghm import GHMDesign
 from bayesmeta.ghm_kernel import Kernel
 
-__all__ = ["Nodes", "integrate", "TOL", "IS_TOL"]
+__all__ = ["Nodes", "ISampler", "integrate", "TOL", "IS_TOL"]
 
 TOL = 1e-10
 IS_TOL = 0.02           # Monte Carlo error of a mean, in posterior SDs, above which we flag
@@ -69,6 +69,7 @@ class Nodes:
     width: np.ndarray | None = None
     mode: np.ndarray | None = None
     cov: np.ndarray | None = None
+    sampler: object = field(default=None, repr=False)
 
 
 class _Target:
@@ -247,11 +248,12 @@ def _tensor(target: _Target, mode, cov, tol, hmin, scale_b):
 # QMC importance sampling (d >= 3)
 # --------------------------------------------------------------------------------------------
 _NU = 5.0
+ADAPT_ROUNDS = 2
 
 
-def _t_points(mean, cov, m, seed):
+def _t_points(mean, cov, u):
+    """Multivariate t points (5 df) from uniforms ``u`` (n, d + 1) and their log density."""
     d = mean.size
-    u = stats.qmc.Sobol(d + 1, scramble=True, seed=seed).random_base2(m)
     u = np.clip(u, 1e-12, 1 - 1e-12)
     n = special.ndtri(u[:, :d])
     chi = stats.chi2.ppf(u[:, d], _NU)
@@ -301,37 +303,66 @@ def _psis(lw):
     return out, float(k)
 
 
-def _is(target: _Target, mode, cov, m, seed):
-    cov1 = cov * 1.5 ** 2
-    Z, lq = _t_points(mode, cov1, m - 1, seed)
-    lp = target(Z)
-    lw = lp - lq
-    if not np.isfinite(lw).any():
-        raise EstimationError("importance sampling: the posterior is zero at every point")
-    lws, _ = _psis(np.where(np.isfinite(lw), lw, -1e300))
-    wt = np.exp(lws - lws.max())
-    wt /= wt.sum()
-    mean = wt @ Z
-    dz = Z - mean
-    cov2 = (dz * wt[:, None]).T @ dz
-    cov2 = 0.5 * (cov2 + cov2.T) + 1e-8 * np.eye(mode.size)
-    # second pass: adapted proposal (moments of the first), slightly widened
-    Z, lq = _t_points(mean, cov2 * 1.2 ** 2, m, seed + 1)
-    lp, X, bhat = target(Z, with_aux=True)
-    lw = np.where(np.isfinite(lp), lp - lq, -np.inf)
-    fin = np.isfinite(lw)
-    lmax = lw[fin].max()
-    log_z = float(lmax + math.log(np.mean(np.exp(lw[fin] - lmax)) * fin.mean()))
-    lws, khat = _psis(np.where(fin, lw, -1e300))
-    wt = np.exp(lws - lws.max())
-    wt = np.where(fin, wt, 0.0)
-    wt /= wt.sum()
-    keep = wt > 0
-    ess = float(1.0 / np.sum(wt ** 2))
-    return Nodes(z=Z[keep], x=X[keep], weight=wt[keep], kind="qmc-is", log_evidence=log_z,
-                 diagnostics={"nodes": int(keep.sum()), "khat": khat, "ess": ess,
-                              "seed": int(seed), "accurate": bool(khat <= 0.7)},
-                 mode=mean, cov=cov2)
+class ISampler:
+    """Quasi-Monte Carlo importance sampling with a t proposal adapted once; :meth:`extend`
+    doubles the point set with the next points of the same scrambled Sobol sequence (the union
+    is again a Sobol set), reusing every evaluated point."""
+
+    def __init__(self, target: _Target, mode, cov, m, seed):
+        self.target, self.seed = target, int(seed)
+        d = mode.size
+        mean, cov = mode, cov * 1.5 ** 2
+        # adaptation: twice, the proposal takes the (PSIS-weighted) mean and covariance of
+        # the posterior estimated from the previous proposal's points
+        for r in range(ADAPT_ROUNDS):
+            u = stats.qmc.Sobol(d + 1, scramble=True, seed=seed + 100 * r).random_base2(m - 1)
+            Z, lq = _t_points(mean, cov, u)
+            lw = target(Z) - lq
+            if not np.isfinite(lw).any():
+                raise EstimationError("importance sampling: the posterior is zero at every "
+                                      "point")
+            lws, _ = _psis(np.where(np.isfinite(lw), lw, -1e300))
+            wt = np.exp(lws - lws.max())
+            wt /= wt.sum()
+            mean = wt @ Z
+            dz = Z - mean
+            cov = (dz * wt[:, None]).T @ dz
+            cov = 0.5 * (cov + cov.T) + 1e-8 * np.eye(d)
+        self.mean, self.cov = mean, cov
+        self.sobol = stats.qmc.Sobol(d + 1, scramble=True, seed=seed + 1)
+        self.Z = np.zeros((0, d))
+        self.X = np.zeros((0, d))
+        self.lw = np.zeros(0)
+        self._add(2 ** m)
+
+    def _add(self, n):
+        # the adapted proposal, slightly widened
+        Z, lq = _t_points(self.mean, self.cov * 1.2 ** 2, self.sobol.random(n))
+        lp, X, _ = self.target(Z, with_aux=True)
+        lw = np.where(np.isfinite(lp), lp - lq, -np.inf)
+        self.Z = np.concatenate([self.Z, Z])
+        self.X = np.concatenate([self.X, X])
+        self.lw = np.concatenate([self.lw, lw])
+
+    def extend(self) -> int:
+        """Double the points; returns the index of the first new one."""
+        k = self.lw.size
+        self._add(k)
+        return k
+
+    def nodes(self) -> Nodes:
+        lw = self.lw
+        fin = np.isfinite(lw)
+        lmax = lw[fin].max()
+        log_z = float(lmax + math.log(np.mean(np.where(fin, np.exp(lw - lmax), 0.0))))
+        lws, khat = _psis(np.where(fin, lw, -1e300))
+        wt = np.where(fin, np.exp(lws - lws.max()), 0.0)
+        wt /= wt.sum()
+        ess = float(1.0 / np.sum(wt ** 2))
+        return Nodes(z=self.Z, x=self.X, weight=wt, kind="qmc-is", log_evidence=log_z,
+                     diagnostics={"nodes": int(wt.size), "khat": khat, "ess": ess,
+                                  "seed": self.seed, "accurate": bool(khat <= 0.7)},
+                     mode=self.mean, cov=self.cov, sampler=self)
 
 
 def integrate(design: GHMDesign, kernel: Kernel, *, tol: float = TOL, tensor_max_dim: int = 2,
@@ -348,4 +379,4 @@ def integrate(design: GHMDesign, kernel: Kernel, *, tol: float = TOL, tensor_max
     if d <= tensor_max_dim:
         hmin = 1.0 / 256 if d == 1 else (1.0 / 32 if d == 2 else 1.0 / 8)
         return _tensor(target, mode, cov, tol, hmin, scale_b)
-    return _is(target, mode, cov, qmc_log2, seed)
+    return ISampler(target, mode, cov, qmc_log2, seed).nodes()
