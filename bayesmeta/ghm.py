@@ -22,7 +22,12 @@ Rows ``r`` carry an estimate ``y_r`` with standard error ``se_r``, a subgroup ``
   study has two or more rows.
 * within-cell heterogeneity ``e_r ~ N(0, tau²)`` on study rows only (a pooled row's standard
   error already contains the heterogeneity of the studies it pools); present when there are
-  study rows.
+  study rows. ``study_time="independent"`` (default): independent across a study's times, so
+  ``u_j + e_r`` is compound symmetry within a study; ``"ar1"`` / ``"car"``: a study's ``e`` at
+  its times (within a subgroup) are correlated ``rho_within^|i-k|`` (positions) /
+  ``rho_within^|t-t'|`` (times), the study x time structures of metafor's ``rma.mv``
+  (``struct = "AR"`` / ``"CAR"``), so that the classical twin (:mod:`bayesmeta.ghm_reml`) is
+  the same model for every ``struct``.
 * sampling errors ``eps ~ N(0, V)``: ``V_rr = se_r²``; two rows of the same *correlation group*
   (same study, or same ``source`` for pooled rows, and same subgroup: different subgroups are
   different patients) at different times have correlation ``c(r, r')``:
@@ -73,11 +78,12 @@ from bayesmeta import priors as P
 from bayesmeta.exceptions import SpecError
 from bayesmeta.fits import Param
 
-__all__ = ["TIME_STRUCTURES", "SUBGROUP_MODES", "CORRELATION_FORMS", "ROW_KINDS", "BetaPrior",
+__all__ = ["TIME_STRUCTURES", "STUDY_TIME", "SUBGROUP_MODES", "CORRELATION_FORMS", "ROW_KINDS", "BetaPrior",
            "Hyper", "Estimand", "Window", "GHMDesign", "build_design", "DEFAULT_R", "fmt_time",
            "num_time"]
 
 TIME_STRUCTURES = ("exchangeable", "ar1", "car")
+STUDY_TIME = ("independent", "ar1", "car")
 SUBGROUP_MODES = ("fixed", "random")
 CORRELATION_FORMS = ("exchangeable", "decay", "ratio")
 ROW_KINDS = ("study", "pooled", "subgroup_pooled")
@@ -291,6 +297,7 @@ class GHMDesign:
     notes: list
     defaults: dict
     estimands: list = field(default_factory=list)
+    study_time: str = "independent"
 
     # ---- sizes and layout ----------------------------------------------------------------
     @property
@@ -325,6 +332,39 @@ class GHMDesign:
     @property
     def use_tau(self) -> bool:
         return bool(np.any(self.h > 0))
+
+    @property
+    def use_rho_within(self) -> bool:
+        """A study's within-cell deviations are correlated across its times (study_time
+        ``"ar1"``/``"car"``) and some study has two such rows."""
+        return (self.study_time != "independent" and self.use_tau
+                and bool(np.any(self._same_study_time() & (self._within_distance() > 0))))
+
+    def _same_study_time(self) -> np.ndarray:
+        """Row pairs of the same study and subgroup, both study rows (h = 1), i != k."""
+        st = self.rows["study"].to_numpy()
+        h = self.h > 0
+        same = (st[:, None] == st[None, :]) & h[:, None] & h[None, :] & \
+            (self.s_idx[:, None] == self.s_idx[None, :]) & (st[:, None] != "")
+        np.fill_diagonal(same, False)
+        return same
+
+    def _within_distance(self) -> np.ndarray:
+        """Lags of the study x time correlation: positions in the ordered times (ar1) or
+        |t - t'| (car)."""
+        if self.study_time == "car":
+            t = self.row_time_values()
+            return np.abs(t[:, None] - t[None, :])
+        return np.abs(self.t_idx[:, None] - self.t_idx[None, :]).astype(float)
+
+    def within_corr(self, th: dict) -> np.ndarray | None:
+        """(N, n, n) off-diagonal correlation of the within-cell deviations e (None when they
+        are independent)."""
+        if not self.use_rho_within:
+            return None
+        same = self._same_study_time()
+        D = self._within_distance()
+        return np.where(same[None], np.power(th["rho_within"][:, None, None], D[None]), 0.0)
 
     @property
     def use_r(self) -> bool:
@@ -466,11 +506,15 @@ class GHMDesign:
         return self.corr_matrix(r) * np.outer(self.se, self.se)[None]
 
     def R(self, th: dict) -> np.ndarray:
-        """(N, n, n) residual covariance ``tau² diag(h) + V``."""
+        """(N, n, n) residual covariance ``tau² E + V`` (``E = diag(h)``, plus the study x time
+        correlations of :meth:`within_corr`)."""
         R = self.V(th)
         if self.use_tau:
             i = np.arange(self.n)
             R[:, i, i] += (th["tau"] ** 2)[:, None] * self.h[None, :]
+            W = self.within_corr(th)
+            if W is not None:
+                R += (th["tau"] ** 2)[:, None, None] * W
         return R
 
     def _rowpairs(self) -> dict:
@@ -485,7 +529,9 @@ class GHMDesign:
                  np.zeros((self.n, self.n)),
                  "same_j": (self.j_idx[:, None] == self.j_idx[None, :])
                  & (self.j_idx[:, None] >= 0),
-                 "same_g": same_g, "se2": np.outer(self.se, self.se)}
+                 "same_g": same_g, "se2": np.outer(self.se, self.se),
+                 "within": ((self._same_study_time(), self._within_distance())
+                            if self.use_rho_within else None)}
             if self.correlation == "decay":
                 c["lag"] = np.abs(t[:, None] - t[None, :])
             elif self.correlation == "ratio" and same_g.any():
@@ -512,6 +558,10 @@ class GHMDesign:
         if self.use_tau:
             i = np.arange(n)
             S[:, i, i] += (th["tau"] ** 2)[:, None] * self.h[None, :]
+            if c["within"] is not None:
+                S += (th["tau"] ** 2)[:, None, None] * np.where(
+                    c["within"][0][None], np.power(th["rho_within"][:, None, None],
+                                                   c["within"][1][None]), 0.0)
         if self.use_subgroup:
             S += (th["sigma_subgroup"] ** 2)[:, None, None] * c["same_s"][None]
         if self.use_time:

@@ -12,9 +12,9 @@ import pandas as pd
 from bayesmeta import priors as P
 from bayesmeta.exceptions import DataError, SpecError
 from bayesmeta.fits import Param
-from bayesmeta.ghm import (ALL, CORRELATION_FORMS, DEFAULT_R, ROW_KINDS, SUBGROUP_MODES,
-                           TIME_STRUCTURES, BetaPrior, Estimand, GHMDesign, Hyper, Window,
-                           fmt_time, num_time)
+from bayesmeta.ghm import (ALL, CORRELATION_FORMS, DEFAULT_R, ROW_KINDS, STUDY_TIME,
+                           SUBGROUP_MODES, TIME_STRUCTURES, BetaPrior, Estimand, GHMDesign, Hyper,
+                           Window, fmt_time, num_time)
 
 __all__ = ["build_design"]
 
@@ -138,7 +138,8 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
                  correlation: str = "exchangeable", r=None, mean_prior=None,
                  sigma_time=None, sigma_study=None, tau=None, sigma_subgroup=None, rho=None,
                  windows: Mapping | None = None, contrasts=None, measure: str = "MD",
-                 extrapolate: bool = False) -> GHMDesign:
+                 extrapolate: bool = False, study_time: str = "independent",
+                 rho_within=None) -> GHMDesign:
     """Validate a table and fix the model: levels, hyperparameters and priors, estimands.
 
     Parameters
@@ -173,6 +174,10 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
     extrapolate : bool
         Also report cell means and contrasts at times where a subgroup was not observed
         (marked ``extrapolation`` in the summary's ``note``).
+    study_time : ``"independent"`` | ``"ar1"`` | ``"car"``
+        Correlation of a study's within-cell deviations across its times (:mod:`bayesmeta.ghm`).
+    rho_within : BetaPrior, number or None
+        Prior of that correlation (``ar1``/``car``); default ``BetaPrior(1, 1)`` on (0, 1).
     """
     if time_structure not in TIME_STRUCTURES:
         raise SpecError(f"Invalid time_structure {time_structure!r}: must be one of "
@@ -180,6 +185,9 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
     if subgroup not in SUBGROUP_MODES:
         raise SpecError(f"Invalid subgroup {subgroup!r}: must be one of {list(SUBGROUP_MODES)}.",
                         key="subgroup")
+    if study_time not in STUDY_TIME:
+        raise SpecError(f"Invalid study_time {study_time!r}: must be one of {list(STUDY_TIME)}.",
+                        key="study_time")
     if correlation not in CORRELATION_FORMS:
         raise SpecError(f"Invalid correlation {correlation!r}: must be one of "
                         f"{list(CORRELATION_FORMS)}.", key="correlation")
@@ -207,7 +215,8 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
                             column="time_value")
         lab_val[lab] = v
     numeric = all(np.isfinite(v) for v in lab_val.values())
-    needs_num = time_structure in ("ar1", "car") or correlation in ("decay", "ratio")
+    needs_num = (time_structure in ("ar1", "car") or correlation in ("decay", "ratio")
+                 or study_time in ("ar1", "car"))
     if needs_num and not numeric and len(labels) > 1:
         bad = [lab for lab, v in lab_val.items() if not np.isfinite(v)]
         raise DataError(f"times {bad} are not numbers; time_structure={time_structure!r} and "
@@ -284,6 +293,23 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
     elif tau is not None:
         raise SpecError("tau (within-cell heterogeneity) needs study rows; every row is pooled",
                         key="tau")
+    probe = GHMDesign(rows=df.assign(time_label=df["time_label"]), y=np.zeros(len(df)),
+                      se=df["sei"].to_numpy(float), h=h, s_idx=s_idx, t_idx=t_idx, j_idx=j_idx,
+                      group=np.full(len(df), -1), subgroups=subgroups, times=times,
+                      time_values=tvals, studies=studies, time_structure=time_structure,
+                      subgroup_mode=subgroup, correlation=correlation, mean_prior=mean_prior,
+                      hypers=[], fixed={}, windows=[], contrasts=[], measure="", notes=[],
+                      defaults={}, study_time=study_time)
+    if probe.use_rho_within:
+        if study_time == "car" and ((isinstance(rho_within, BetaPrior) and rho_within.lower < 0)
+                                    or (isinstance(rho_within, (int, float))
+                                        and rho_within <= 0)):
+            raise SpecError("study_time='car' needs rho_within > 0", key="rho_within")
+        _hyper_prior(rho_within, BetaPrior(1.0, 1.0, source="uniform on (0, 1)"), "corr",
+                     "rho_within", "uniform on (0, 1)", fixed, hypers, defaults, notes)
+    elif rho_within is not None or study_time != "independent":
+        raise SpecError(f"study_time={study_time!r} / rho_within need a study with study rows at "
+                        "two or more times within a subgroup", key="study_time")
     g = group
     has_pairs = bool(((g[:, None] == g[None, :]) & (g[:, None] >= 0)).sum() > len(g[g >= 0]))
     if correlation == "ratio":
@@ -343,7 +369,7 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
                   time_structure=time_structure, subgroup_mode=subgroup,
                   correlation=correlation, mean_prior=mean_prior, hypers=hypers, fixed=fixed,
                   windows=wins, contrasts=cons, measure=str(measure).upper(), notes=notes,
-                  defaults=defaults)
+                  defaults=defaults, study_time=study_time)
     if subgroup == "fixed" and cons:
         notes.append(f"fixed subgroup means: implied prior of each contrast "
                      f"{d.contrast_prior_text()}, 95% within "

@@ -441,11 +441,12 @@ def fit_ghm(data, *, time_structure: str = "exchangeable", subgroup: str = "fixe
             correlation: str = "exchangeable", r=None, mean_prior=None, sigma_time=None,
             sigma_study=None, tau=None, sigma_subgroup=None, rho=None, windows=None,
             contrasts=None, measure: str = "MD", extrapolate: bool = False, outcome: str = "",
-            **engine) -> GHMExactFit:
+            study_time: str = "independent", rho_within=None, **engine) -> GHMExactFit:
     """Exact Bayesian fit of the Gaussian hierarchical model.
 
-    Model options are those of :func:`bayesmeta.ghm.build_design` (time structure, fixed or
-    random subgroups, within-study correlation form and ``r``, priors, windows, contrasts);
+    Model options are those of :func:`bayesmeta.ghm_build.build_design` (time structure, fixed
+    or random subgroups, within-study correlation form and ``r``, study x time structure,
+    priors, windows, contrasts);
     ``engine`` options are those of :func:`fit_design` (``tol``, ``tensor_max_dim``,
     ``qmc_log2``, ``seed``, ``n_draws``, ``warn``).
 
@@ -462,7 +463,8 @@ def fit_ghm(data, *, time_structure: str = "exchangeable", subgroup: str = "fixe
                           correlation=correlation, r=r, mean_prior=mean_prior,
                           sigma_time=sigma_time, sigma_study=sigma_study, tau=tau,
                           sigma_subgroup=sigma_subgroup, rho=rho, windows=windows,
-                          contrasts=contrasts, measure=measure, extrapolate=extrapolate)
+                          contrasts=contrasts, measure=measure, extrapolate=extrapolate,
+                          study_time=study_time, rho_within=rho_within)
     return fit_design(design, outcome=outcome, **engine)
 
 

@@ -95,13 +95,15 @@ def build_model(d: GHMDesign):
         if d.use_tau:
             tau = hyper("tau")
             var_h = tau ** 2 * d.h
-        corr_pairs = bool(d._pairs().any())
+        corr_pairs = bool(d._pairs().any()) or d.use_rho_within
         if not corr_pairs:
             pm.Normal("y", mu=mean, sigma=pt.sqrt(d.se ** 2 + var_h), observed=d.y, dims="row")
         else:
-            r = hyper("r") if d.correlation != "ratio" else None
+            r = hyper("r") if (d.correlation != "ratio" and d._pairs().any()) else None
             same = d._pairs().astype(float)
-            if d.correlation == "exchangeable":
+            if r is None and d.correlation != "ratio":
+                C = pt.zeros((d.n, d.n))
+            elif d.correlation == "exchangeable":
                 C = r * same
             elif d.correlation == "decay":
                 tv = d.row_time_values()
@@ -109,6 +111,11 @@ def build_model(d: GHMDesign):
             else:
                 C = pt.as_tensor_variable(d.corr_matrix(np.zeros(1))[0] - np.eye(d.n))
             R = (C + pt.eye(d.n)) * np.outer(d.se, d.se) + pt.diag(var_h + 0.0 * d.se)
+            if d.use_rho_within:
+                rw = hyper("rho_within")
+                W = pt.switch(pt.as_tensor_variable(d._same_study_time()),
+                              pt.pow(rw, pt.as_tensor_variable(d._within_distance())), 0.0)
+                R = R + tau ** 2 * W
             pm.MvNormal("y", mu=mean, chol=pt.linalg.cholesky(R), observed=d.y, dims="row")
     return model
 
@@ -229,7 +236,7 @@ def _loo_pointwise(d: GHMDesign, post) -> tuple[np.ndarray, np.ndarray]:
     c, n = mean.shape[:2]
     flat = mean.reshape(c * n, d.n)
     th = {}
-    for nm in ("tau", "r"):
+    for nm in ("tau", "r", "rho_within"):
         if nm in post:
             th[nm] = post[nm].values.reshape(-1)
         elif nm in d.fixed:

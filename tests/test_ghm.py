@@ -95,6 +95,46 @@ def test_kernel_equals_joint_gaussian_conditioning(subgroup, time_structure, cor
     np.testing.assert_allclose(C[0], L @ zc @ L.T + np.diag(extra), atol=1e-11)
 
 
+@pytest.mark.parametrize("study_time", ["ar1", "car"])
+def test_kernel_with_study_time_structure(study_time):
+    """Correlated within-cell deviations (study x time AR/CAR): the kernel still equals joint
+    Gaussian conditioning with R = tau² (diag(h) + rho_w^lag on same-study pairs) + V built
+    here by hand."""
+    df = _design_rows()
+    D = ghm.build_design(df, time_structure="ar1", study_time=study_time, extrapolate=True)
+    assert "rho_within" in D.hyper_names
+    k = ghm_kernel.Kernel(D)
+    x = np.array([[0.6 if h.kind == "corr" else 0.5 for h in D.hypers]])
+    th = D.theta(x)
+    M, C, ll = k.full(th)
+    st, sg, tv = df["study"].to_numpy(), df["subgroup"].to_numpy(), df["time"].to_numpy(float)
+    pos = {t: i for i, t in enumerate(sorted(set(tv)))}
+    h = (df.get("row_kind", pd.Series(["study"] * len(df))).fillna("study") == "study").to_numpy()
+    n = len(df)
+    E = np.diag(h.astype(float))
+    for i in range(n):
+        for j in range(n):
+            if i != j and h[i] and h[j] and st[i] == st[j] and sg[i] == sg[j]:
+                lag = abs(tv[i] - tv[j]) if study_time == "car" else abs(pos[tv[i]] - pos[tv[j]])
+                E[i, j] = th["rho_within"][0] ** lag
+    R = th["tau"][0] ** 2 * E + D.V(th)[0]
+    np.testing.assert_allclose(D.R(th)[0], R, atol=1e-14)
+    X, Z = D.X(), D.Z()
+    b0, p0 = D.prior_mean()
+    G, p = D.G(th)[0], D.p
+    g = G.shape[0]
+    Pz = np.zeros((p + g, p + g))
+    Pz[:p, :p] = np.diag(1 / p0)
+    Pz[p:, p:] = G
+    W = np.hstack([X, Z])
+    Sy = W @ Pz @ W.T + R
+    z0 = np.concatenate([b0, np.zeros(g)])
+    assert ll[0] == pytest.approx(stats.multivariate_normal(W @ z0, Sy).logpdf(D.y), abs=1e-10)
+    Kg = Pz @ W.T @ np.linalg.inv(Sy)
+    L = np.array([e.L for e in D.estimands])
+    np.testing.assert_allclose(M[0], L @ (z0 + Kg @ (D.y - W @ z0)), atol=1e-11)
+
+
 def test_covariance_forms_closed_form():
     """Sampling correlation forms and time correlations by hand: exchangeable r, decay
     r^|dt|, ratio sqrt(min/max) (Trikalinos & Olkin 2012, cumulative outcomes); ar1 rho^|i-k|

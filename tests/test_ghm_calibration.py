@@ -7,7 +7,8 @@ true value, u = P(theta <= theta_true | y), replaces the rank among draws: it is
 when the engine is right. u is binned into 10 bins and a chi-square test is applied per
 parameter; a configuration passes when every p-value > SBC_ALPHA / n_params (Bonferroni).
 One configuration per new option: time structures (exchangeable, ar1, car), fixed and random
-subgroups, a prior on the within-study correlation r (exchangeable and decay forms).
+subgroups, a prior on the within-study correlation r (exchangeable and decay forms), and the
+study x time structures (ar1, car) of the within-cell deviations.
 Run: ``pytest -m calibration tests/test_ghm_calibration.py -s``.
 """
 
@@ -104,9 +105,22 @@ def _simulate(rows, cfg, rng):
                     else r ** abs(tv[i] - tv[k])
     eps = rng.multivariate_normal(np.zeros(n), C * np.outer(se, se))
     kind = rows.get("row_kind", pd.Series(["study"] * n)).fillna("study").to_numpy()
+    e = np.where(kind == "study", tau * rng.normal(size=n), 0.0)
+    sw = cfg.get("study_time", "independent")
+    if sw != "independent":
+        # a study's within-cell deviations correlated rho_w^lag across its times
+        rw = rng.beta(1, 1)
+        truth["rho_within"] = rw
+        pos = {t: i for i, t in enumerate(times)}
+        for s in studies:
+            ix = np.flatnonzero((rows["study"].to_numpy() == s) & (kind == "study"))
+            lag = np.array([[abs(tv[i] - tv[k]) if sw == "car"
+                             else abs(pos[rows["time"].iloc[i]] - pos[rows["time"].iloc[k]])
+                             for k in ix] for i in ix], dtype=float)
+            e[ix] = tau * (np.linalg.cholesky(rw ** lag + 1e-12 * np.eye(ix.size))
+                           @ rng.normal(size=ix.size))
     y = np.array([cell[(g, t)] + (u.get(s, 0.0) if s in studies else 0.0)
-                  + (tau * rng.normal() if kd == "study" else 0.0)
-                  for g, t, s, kd in zip(rows["subgroup"], rows["time"], rows["study"], kind)])
+                  for g, t, s in zip(rows["subgroup"], rows["time"], rows["study"])]) + e
     return y + eps, truth
 
 
@@ -137,6 +151,8 @@ CONFIGS = {
     "r-prior-exchangeable": dict(r=ghm.BetaPrior(2, 2), layout=dict(pooled=True)),
     "r-prior-decay": dict(r=ghm.BetaPrior(8, 2), correlation="decay",
                           layout=dict(times=(1, 2, 4), studies=4)),
+    "study-time-ar1": dict(study_time="ar1"),
+    "study-time-car": dict(study_time="car", time_structure="car"),
 }
 
 

@@ -60,6 +60,8 @@ CASES = {
     "meld2014-ar1": ("meld2014", dict(time_structure="ar1")),
     "meld2014-car": ("meld2014", dict(time_structure="car")),
     "meld2014-r-prior": ("meld2014", dict(r=ghm.BetaPrior(4, 2))),
+    "meld2014-study-time-ar1": ("meld2014", dict(study_time="ar1")),
+    "sim-study-time-car": ((14, "car"), dict(time_structure="car", study_time="car")),
     "2023-MELD-subgroups-fixed": (("MELD", True), dict()),
     "2023-MELD-subgroups-random": (("MELD", True), dict(subgroup="random")),
     "2023-MELD-subgroups-car": (("MELD", True), dict(time_structure="car")),

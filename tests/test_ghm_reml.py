@@ -137,6 +137,23 @@ def test_read_level_intervals_closed_form():
     assert (fr["level"] == 0.8).all() and (fr["source"] == "classical").all()
 
 
+@pytest.mark.parametrize("struct, study_time", [("CS", "independent"), ("AR", "ar1"),
+                                                ("CAR", "car")])
+def test_twin_covariance_is_the_bayesian_models(struct, study_time):
+    """The same model: the twin's Cov(y) = V + sigma2_study Z Z' + tau² E(rho) (checked
+    against metafor above) equals the Bayesian model's Sigma (bayesmeta.ghm) with the cell
+    deviations fixed (sigma_time = 0) and study_time matching struct."""
+    d = pd.DataFrame(CASES["sim_AR_REML"]["data"])
+    mod = ghm_reml._Model(ghm.build_design(d, time_structure="car"), struct, True)
+    D = ghm.build_design(d, study_time=study_time, sigma_time=0.0, time_structure="car")
+    psi = {"sigma2_study": 0.3, "tau2": 0.2, "rho": 0.6}
+    S = mod.parts(np.array([psi[n] for n in mod.names]))["S"]
+    th = {"sigma_study": np.array([math.sqrt(0.3)]), "tau": np.array([math.sqrt(0.2)]),
+          "rho_within": np.array([0.6]), "sigma_time": np.array([0.0]),
+          "rho": np.array([0.5]), "r": np.array([0.5])}
+    np.testing.assert_allclose(D.Sigma(th)[0], S, atol=1e-13)
+
+
 def test_rejects_r_prior_and_unknown_options():
     d = pd.DataFrame(CASES["sim_CS_REML"]["data"])
     with pytest.raises(SpecError, match="known r"):
