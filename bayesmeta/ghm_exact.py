@@ -40,15 +40,11 @@ _SCALES = {"OR": "logOR", "PETO": "logOR", "RR": "logRR", "HR": "logHR"}
 # normal mixtures
 # --------------------------------------------------------------------------------------------
 def _mix_cdf(x, M, S, W):
-    """P(X <= x): x (P, Q), M/S (N, P), W (N,) -> (P, Q)."""
-    z = (x[None, :, :] - M[:, :, None]) / S[:, :, None]
-    return np.einsum("npq,n->pq", special.ndtr(z), W)
-
-
-def _mix_pdf(x, M, S, W):
-    z = (x[None, :, :] - M[:, :, None]) / S[:, :, None]
-    return np.einsum("npq,n->pq", np.exp(-0.5 * z * z) / (S[:, :, None] * math.sqrt(2 * math.pi)),
-                     W)
+    """P(X <= x): x (P, Q), M/S (N, P), W (N,) -> (P, Q). A component with SD 0 (a quantity
+    fixed given the node, e.g. a deviation whose variance is fixed at 0) is a point mass."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        F = special.ndtr((x[None, :, :] - M[:, :, None]) / S[:, :, None])
+    return np.einsum("npq,n->pq", np.where(np.isnan(F), 1.0, F), W)
 
 
 def mixture_quantiles(M, S, W, qs, xtol=1e-12):
@@ -73,12 +69,14 @@ def mixture_quantiles(M, S, W, qs, xtol=1e-12):
     qq = np.tile(qs, P)
     scale = np.maximum(hi - lo, 1e-300)
     act = np.arange(P * Q)
+    S = np.maximum(S, 1e-300)
     for _ in range(12):
         if act.size == 0:
             break
-        z = (x[act][None, :] - M[:, pi[act]]) / S[:, pi[act]]
-        F = W @ special.ndtr(z) - qq[act]
-        f = W @ (np.exp(-0.5 * z * z) / S[:, pi[act]]) / math.sqrt(2 * math.pi)
+        with np.errstate(over="ignore", under="ignore"):
+            z = (x[act][None, :] - M[:, pi[act]]) / S[:, pi[act]]
+            F = W @ special.ndtr(z) - qq[act]
+            f = W @ (np.exp(-0.5 * z * z) / S[:, pi[act]]) / math.sqrt(2 * math.pi)
         lo[act] = np.where(F < 0, x[act], lo[act])
         hi[act] = np.where(F > 0, x[act], hi[act])
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -95,7 +93,8 @@ def mixture_quantiles(M, S, W, qs, xtol=1e-12):
         mi, si = M[:, pi[i]], S[:, pi[i]]
 
         def g(v, mi=mi, si=si, q=qq[i]):
-            return float(W @ special.ndtr((v - mi) / si)) - q
+            with np.errstate(over="ignore"):
+                return float(W @ special.ndtr((v - mi) / si)) - q
         a, b = lo[i], hi[i]
         if g(a) > 0 or g(b) < 0:
             a, b = comp[:, pi[i] // 1, :].min(), comp[:, pi[i], :].max()
