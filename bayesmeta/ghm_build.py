@@ -131,7 +131,11 @@ def _hyper_prior(value, default, kind: str, name: str, reason: str, fixed: dict,
                         fix="use a proper prior")
     hypers.append(Hyper(name, value, kind))
     defaults[name] = reason if src == "default" else "given"
-    notes.append(f"{name} ~ {value}" + (f" ({reason})" if src == "default" else ""))
+    if src == "default" and kind == "scale":
+        # the reason of the shared scale default is stated once (see build_design)
+        notes.append(f"{name} ~ {value} (default scale prior)")
+    else:
+        notes.append(f"{name} ~ {value}" + (f" ({reason})" if src == "default" else ""))
 
 
 def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = "fixed",
@@ -310,6 +314,8 @@ def build_design(data, *, time_structure: str = "exchangeable", subgroup: str = 
     elif rho_within is not None or study_time != "independent":
         raise SpecError(f"study_time={study_time!r} / rho_within need a study with study rows at "
                         "two or more times within a subgroup", key="study_time")
+    if any(n.endswith("(default scale prior)") for n in notes):
+        notes.append(f"default scale prior: {scale_why}")
     g = group
     has_pairs = bool(((g[:, None] == g[None, :]) & (g[:, None] >= 0)).sum() > len(g[g >= 0]))
     if correlation == "ratio":
