@@ -31,7 +31,7 @@ from bayesmeta.ghm_kernel import Kernel
 from bayesmeta.ghm_quad import IS_TOL, TOL, Nodes, integrate
 
 __all__ = ["GHMExactFit", "fit_ghm", "fit_design", "r_sensitivity", "exact_loo",
-           "mixture_quantiles", "row_estimands"]
+           "mixture_quantiles", "row_estimands", "mark_extrapolation"]
 
 _SCALES = {"OR": "logOR", "PETO": "logOR", "RR": "logRR", "HR": "logHR"}
 
@@ -101,6 +101,18 @@ def mixture_quantiles(M, S, W, qs, xtol=1e-12):
         x[i] = optimize.brentq(g, a, b, xtol=1e-14, rtol=4 * np.finfo(float).eps,
                                maxiter=500)
     return x.reshape(P, Q)
+
+
+def mark_extrapolation(df: pd.DataFrame, fit) -> pd.DataFrame:
+    """Set ``flag`` to EXTRAPOLATION on the rows (in ``fit.params()`` order) whose estimand is
+    an extrapolation (a subgroup at a time it was not observed at)."""
+    notes = {e.param: e.note for e in fit.design.estimands}
+    ext = np.array([notes.get(p, "").startswith("extrapolation") for p in fit.params()])
+    if ext.any():
+        df = df.copy()
+        df.loc[ext, "flag"] = [f"{f}; EXTRAPOLATION" if f else "EXTRAPOLATION"
+                               for f in df.loc[ext, "flag"]]
+    return df
 
 
 def _weighted_quantile(x, w, qs):
@@ -192,6 +204,13 @@ class GHMExactFit(Fit):
     def params(self) -> list[Param]:
         return [e.param for e in self.design.estimands] + [Param(h.name)
                                                            for h in self.design.hypers]
+
+    def to_frame(self, ci_prob: float = 0.95, *, analysis: str = "",
+                 outcome: str | None = None) -> pd.DataFrame:
+        """The shared results table; rows that involve a subgroup at a time it was not
+        observed at carry ``flag = "EXTRAPOLATION"`` (kept out of ``df[df.flag == ""]``)."""
+        return mark_extrapolation(super().to_frame(ci_prob, analysis=analysis, outcome=outcome),
+                                  self)
 
     def notes_of(self, param: Param) -> str:
         for e in self.design.estimands:

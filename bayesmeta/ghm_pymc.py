@@ -165,6 +165,13 @@ class GHMDrawsFit(Fit):
                                  r_hat=dg.get("r_hat", math.nan))))
         return _summary_frame(rows)
 
+    def to_frame(self, ci_prob: float = 0.95, *, analysis: str = "",
+                 outcome: str | None = None) -> pd.DataFrame:
+        """The shared results table, extrapolated estimands flagged (as the exact fit)."""
+        from bayesmeta.ghm_exact import mark_extrapolation
+        return mark_extrapolation(super().to_frame(ci_prob, analysis=analysis, outcome=outcome),
+                                  self)
+
     def mcse(self, param, what: str = "mean", prob: float | None = None) -> float:
         """Monte Carlo SE of the posterior mean (``what="mean"``) or of a quantile."""
         import arviz as az

@@ -345,6 +345,10 @@ def test_contrasts_only_where_both_observed(msc2023_subgroups):
     assert s.loc[Param("contrast", subgroup="cirrhosis - ACLF", time="12"),
                  "note"].startswith("extrapolation")
     assert s.loc[Param("contrast", subgroup="cirrhosis - ACLF", time="24"), "note"] == ""
+    fr = g.to_frame()
+    ext = fr[(fr["parameter"] == "contrast") & (fr["time"] == "12")]
+    assert (ext["flag"] == "EXTRAPOLATION").all() and len(ext) == 1
+    assert (fr[(fr["parameter"] == "contrast") & (fr["time"] == "24")]["flag"] == "").all()
 
 
 def test_window_weights_and_frame(meld2014):
