@@ -411,3 +411,14 @@ def test_defaults_stated_in_notes(meld2014):
     text = " ".join(f.notes)
     for word in ("mean prior", "sigma_time ~", "sigma_study ~", "tau ~", "r = 0.5"):
         assert word in text
+
+
+def test_exact_engine_does_not_import_pymc():
+    """Exact-only work stays light: importing the exact engine and the classical twin does not
+    import PyMC (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bayesmeta.ghm_exact, bayesmeta.ghm_reml, bayesmeta.workflow; "
+            "sys.exit(int('pymc' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
