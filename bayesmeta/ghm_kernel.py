@@ -74,7 +74,16 @@ class Kernel:
             ok = (sign > 0) & np.isfinite(logdet)
             Sg = np.where(ok[:, None, None], S, np.eye(n))
             Si = np.linalg.inv(Sg)
-        W = Si @ rhs
+            W = Si @ rhs
+            # a node whose Sigma is too ill-conditioned for double precision (a variance
+            # component many orders of magnitude above the sampling variances, reached only in
+            # the far tails of the proposal) gives a wrong solve, and a wrong quadratic form
+            # could give it a spuriously high likelihood: such nodes are dropped (weight 0)
+            r0 = rhs[:, :, :1 + self.X.shape[1]]
+            res = np.max(np.abs(S @ W[:, :, :r0.shape[2]] - r0), axis=(1, 2))
+            scale = np.max(np.abs(S), axis=(1, 2)) * np.max(np.abs(W[:, :, :r0.shape[2]]),
+                                                             axis=(1, 2)) + 1e-300
+            ok &= np.isfinite(res) & (res <= 1e-7 * scale)
         logdet = np.where(ok, logdet, 0.0)
         return G, logdet, W, ok
 
