@@ -45,15 +45,18 @@ Rows ``r`` carry an estimate ``y_r`` with standard error ``se_r``, a subgroup ``
   ``r`` is known (a number), given a prior (integrated like any hyperparameter), or varied over
   a grid by :func:`bayesmeta.ghm_exact.r_sensitivity`.
 
-Given the hyperparameters ``theta = (sigma_subgroup, sigma_time, rho, sigma_study, tau, r)`` (the
-ones present), the model is Gaussian in the latent vector ``z = (beta, gamma)`` with ``beta`` the
-means that have a normal (or flat) prior (``m_s``, or ``mu`` for random subgroups) and
-``gamma = (a_s, d_{s,t}, u_j) ~ N(0, G(theta))``: ``y | z ~ N(X beta + Z gamma, R(theta))``,
-``R = tau² diag(h) + V(r)``. This module builds ``X``, ``Z``, ``G``, ``R`` (vectorised over many
-``theta``), the list of hyperparameters with their priors and transforms, and the estimands as
-rows of a matrix over ``z`` (:class:`Estimand`). The engines are :mod:`bayesmeta.ghm_exact`
-(quadrature), :mod:`bayesmeta.ghm_reml` (the classical twin) and :mod:`bayesmeta.ghm_pymc`
-(MCMC check).
+Given the hyperparameters ``theta = (sigma_subgroup, sigma_time, rho, sigma_study, tau,
+rho_within, r)`` (the ones present), the model is Gaussian in the latent vector
+``z = (beta, gamma)`` with ``beta`` the means that have a normal (or flat) prior (``m_s``, or
+``mu`` for random subgroups) and ``gamma = (a_s, d_{s,t}, u_j) ~ N(0, G(theta))``:
+``y | z ~ N(X beta + Z gamma, R(theta))``, ``R = tau² E(rho_within) + V(r)``. This module holds
+the design (:class:`GHMDesign`: ``X``, ``Z``, ``G``, ``R`` and ``Sigma = Z G Z' + R``
+vectorised over many ``theta``), the hyperparameters with their priors and transforms
+(:class:`Hyper`, :class:`BetaPrior`) and the estimands as rows of a matrix over ``z``
+(:class:`Estimand`, :class:`Window`); :mod:`bayesmeta.ghm_build` builds a design from a table.
+The engines are :mod:`bayesmeta.ghm_exact` (quadrature, :mod:`bayesmeta.ghm_quad`,
+:mod:`bayesmeta.ghm_kernel`), :mod:`bayesmeta.ghm_reml` (the classical twin) and
+:mod:`bayesmeta.ghm_pymc` (MCMC check); :mod:`bayesmeta.workflow` checks any Bayesian fit.
 
 References
 ----------
