@@ -96,8 +96,11 @@ class Kernel:
     def _ll(self, logdet, W, ok):
         d = self.d
         p = d.p
+        # broken nodes (ok False) get neutral values; their log-likelihood is -inf below
+        W = np.where(ok[:, None, None] & np.isfinite(W), W, 0.0)
         Siy, SiX = W[:, :, 0], W[:, :, 1:1 + p]
         A = self.X.T @ SiX + np.diag(self.p0)[None]
+        A = np.where(ok[:, None, None], A, np.eye(p)[None])
         rhs = Siy @ self.X + self.p0 * self.b0
         bhat = np.linalg.solve(A, rhs[..., None])[..., 0]
         Sir = Siy - np.einsum("kij,kj->ki", SiX, bhat)
@@ -118,6 +121,8 @@ class Kernel:
         K = self.Lg[None] @ G @ self.Z.T[None]                       # (N, q, n)
         _, logdet, W, ok = self._solve(th, np.swapaxes(K, 1, 2))
         ll, bhat, A = self._ll(logdet, W, ok)
+        W = np.where(ok[:, None, None] & np.isfinite(W), W, 0.0)
+        A = np.where(ok[:, None, None], A, np.eye(A.shape[1])[None])
         p = self.d.p
         SiX, SiK = W[:, :, 1:1 + p], W[:, :, 1 + p:]
         r = self.d.y[None, :] - bhat @ self.X.T
@@ -128,6 +133,9 @@ class Kernel:
         C = 0.5 * (C + np.swapaxes(C, 1, 2))
         q = C.shape[1]
         idx = np.arange(q)
+        # broken nodes (weight 0 in every integral): finite placeholders, never NaN
+        M = np.where(ok[:, None] & np.all(np.isfinite(M), axis=1)[:, None], M, 0.0)
+        C = np.where(ok[:, None, None], C, np.eye(q)[None])
         C[:, idx, idx] += self._extra(th, N)
         return M, C, ll
 
