@@ -27,6 +27,14 @@ import numpy as np
 from bayesmeta.ghm import Estimand, GHMDesign
 
 _LOG2PI = math.log(2.0 * math.pi)
+#: Scale hyperparameters above SCALE_MAX x the largest standard error are outside the domain:
+#: there Cov(y) is too ill-conditioned for double precision (variance ratio 1e12) and its
+#: likelihood cannot be evaluated; such nodes get log-likelihood -inf (weight 0). The posterior
+#: mass there is negligible for any proper prior: the likelihood falls like (sigma / se)^-m
+#: with m >= 1 the number of independent contrasts the component enters, times the prior's
+#: tail mass beyond 1e6 x se.
+SCALE_MAX = 1e6
+SCALES = ("sigma_subgroup", "sigma_time", "sigma_study", "tau")
 
 
 class Kernel:
@@ -84,6 +92,10 @@ class Kernel:
             scale = np.max(np.abs(S), axis=(1, 2)) * np.max(np.abs(W[:, :, :r0.shape[2]]),
                                                              axis=(1, 2)) + 1e-300
             ok &= np.isfinite(res) & (res <= 1e-7 * scale)
+        xmax = SCALE_MAX * float(np.max(d.se))
+        for name in SCALES:
+            if name in th:
+                ok &= np.asarray(th[name]) <= xmax
         logdet = np.where(ok, logdet, 0.0)
         return G, logdet, W, ok
 

@@ -40,17 +40,12 @@ from scipy import optimize, special, stats
 
 from bayesmeta.exceptions import EstimationError
 from bayesmeta.ghm import GHMDesign
-from bayesmeta.ghm_kernel import Kernel
+from bayesmeta.ghm_kernel import SCALE_MAX, Kernel
 
 __all__ = ["Nodes", "ISampler", "integrate", "TOL", "IS_TOL"]
 
 TOL = 1e-10
-#: Scale hyperparameters above SCALE_MAX x the largest standard error get weight 0. There the
-#: covariance of y is too ill-conditioned for double precision (variance ratio 1e12), so its
-#: likelihood cannot be evaluated; the posterior mass there is negligible for any proper prior:
-#: the likelihood falls like (sigma / se)^-m with m the number of independent contrasts the
-#: component enters (at least 1), times the prior's tail mass beyond 1e6 x se.
-SCALE_MAX = 1e6
+
 IS_TOL = 0.02           # Monte Carlo error of a mean, in posterior SDs, above which we flag
 _ZSPAN = 40.0           # |z - mode| covered by the initial trapezoid grid
 _LCUT = 32.0            # grid boxes shrink to the nodes with log weight above max - _LCUT
@@ -85,7 +80,7 @@ class _Target:
     def __init__(self, design: GHMDesign, kernel: Kernel):
         self.d, self.k = design, kernel
         self.h = design.hypers
-        # largest scale hyperparameter evaluated: SCALE_MAX x the largest standard error
+        # largest scale hyperparameter evaluated (see bayesmeta.ghm_kernel.SCALE_MAX)
         self.xmax = SCALE_MAX * float(np.max(design.se))
 
     def x_of_z(self, Z):
