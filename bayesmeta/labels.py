@@ -52,6 +52,9 @@ class Labels:
             return ""
         if t == "all":
             return f"all {self.time_unit + 's' if self.time_unit else 'times'} (pooled)"
+        if t.startswith("avg(") and t.endswith(")"):
+            unit = self.time_unit + "s" if self.time_unit else "times"
+            return f"average of {unit} {', '.join(t[4:-1].split(','))}"
         return f"{self.time_unit or 'time'} {t}"
 
     def cell(self, subgroup: str = "", time: str = "", outcome: str = "") -> str:

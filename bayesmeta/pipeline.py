@@ -103,6 +103,9 @@ class Analysis:
         Published-number audit rows (:mod:`bayesmeta.audit` columns).
     extra : dict
         Tables a recipe adds (name → DataFrame).
+    checks : dict
+        Workflow checks of the nested fits: (outcome, part) → {check name: DataFrame}
+        (:mod:`bayesmeta.workflow`); ``"nnhm"`` fits add their prior-posterior table.
     """
 
     spec: Any
@@ -114,6 +117,7 @@ class Analysis:
     audit: pd.DataFrame | None = None
     extra: dict = field(default_factory=dict)
     answers: list = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -333,6 +337,9 @@ def check(spec, design: Design) -> None:
                             fix=f"Set engine = '{entry.engines[0]}'.")
     for entry in entries:
         entry.validate(design, spec, key="bayes.model")
+    from bayesmeta import nested_part
+
+    nested_part.check_settings(spec, bayes_models(spec), design)
     contrast_pair(spec, design)
     if spec.audit.recipe:
         from bayesmeta.recipes import RECIPES
@@ -399,8 +406,8 @@ def run_analysis(spec, ctx: RunContext | None = None, *, frame=None,
                     for sc, sd in od.split("subgroup"):  # over time, per subgroup
                         fit(an, sd, req, {**base, **sc}, outcome, part_label)
             _sensitivity(an, od, req, base, outcome, part_label)
-    if nested_jobs:
-        _nested(an, nested_jobs, spec, ctx)
+    for job in nested_jobs:
+        _nested(an, *job)
     an.tests = pd.DataFrame(tests)
     _audit(an)
     for r in an.records:
@@ -518,8 +525,11 @@ def _classical(an: Analysis, od: Design, req, base, outcome, part) -> list[dict]
                 + "; ".join(f"{s}: {', '.join(t)}" for s, t in rep.items())
                 + "): no classical estimate pools the time points as if they were different "
                   "studies; the two-level model (multilevel) counts each study once")
-            for f in registry.fit_multilevel(od, _req(req, base, {})):
-                an.records.append(FitRecord(f, outcome, part))
+            from bayesmeta import nested_part
+
+            f = nested_part.twin(od, _req(req, base, {}),
+                                 pair=contrast_pair(spec, od, strict=False))
+            an.records.append(FitRecord(f, outcome, part))
         elif spec.classical.by and spec.classical.by == od.roles.get("time"):
             groups = od.rows["time"].tolist()
             tests.append(_subgroup_test(od, groups, spec, outcome, part, ACROSS_TIME,
@@ -554,11 +564,31 @@ def _bayes_cells(an, name, od, req, base, outcome, part):
         r = _req(req, base, cell)
         if name == "nnhm":
             fits = registry.fit_nnhm_cell(cd, r, engine=engine)
+            _nnhm_check(an, fits, req, outcome, part, cell)
         elif name == "binomial-normal":
             fits = registry.fit_binomial_normal_cell(cd, r)
         else:  # pragma: no cover - registry and pipeline disagree
             raise SpecError(f"model {name!r} has no cell fit")
         an.records += [FitRecord(f, outcome, part) for f in fits]
+
+
+def _nnhm_check(an, fits, req, outcome, part, cell, setting: str = "") -> None:
+    """Prior vs posterior of an NNHM cell (contraction, prior-data conflict): collected per
+    outcome and part under ``"nnhm"``."""
+    from bayesmeta import workflow
+
+    for f in fits:
+        if f.method.startswith("conjugate"):
+            continue  # tau fixed at 0: nothing but mu, whose prior is the stated default
+        t = workflow.prior_posterior_nnhm(f, req.mu_prior, req.tau_prior)
+        if len(t):
+            t.insert(0, "time", cell.get("time", ""))
+            t.insert(0, "subgroup", cell.get("subgroup", ""))
+            t.insert(0, "priors", setting or "main")
+            bucket = an.checks.setdefault((outcome, part), {})
+            prev = bucket.get("nnhm_prior_posterior")
+            bucket["nnhm_prior_posterior"] = t if prev is None else pd.concat(
+                [prev, t], ignore_index=True)
 
 
 def _sensitivity(an, od, req, base, outcome, part):
@@ -569,36 +599,50 @@ def _sensitivity(an, od, req, base, outcome, part):
         return
     for name, (mu, tau) in sets.items():
         for cell, cd in od.split("subgroup", "time"):
-            for f in registry.fit_nnhm_cell(cd, _req(req, base, cell), engine="exact",
-                                            mu_prior=mu, tau_prior=tau, setting=name):
+            fits = registry.fit_nnhm_cell(cd, _req(req, base, cell), engine="exact",
+                                          mu_prior=mu, tau_prior=tau, setting=name)
+            for f in fits:
                 an.records.append(FitRecord(f, outcome, part, role="sensitivity",
                                             setting=name))
+            r = registry.FitRequest(spec=req.spec, ctx=req.ctx, mu_prior=mu, tau_prior=tau)
+            _nnhm_check(an, fits, r, outcome, part, cell, setting=name)
 
 
-def _nested(an, jobs, spec, ctx):
-    from bayesmeta import mcmc
+def _nested(an, od, req, base, outcome, part):
+    """The nested model on one part: main fit, within-study correlation sensitivity and the
+    workflow checks (:mod:`bayesmeta.nested_part`)."""
+    from bayesmeta import nested_part, workflow
 
-    datasets, options, meta = {}, {}, {}
-    for i, (od, req, base, outcome, part) in enumerate(jobs):
-        key = f"{outcome}|{part}|{i}"
-        datasets[key] = registry.nested_data(od)
-        opts = {"seed": ctx.sampling(spec, ctx.next_offset())["seed"], "outcome": outcome,
-                "mu_prior": spec.bayes.mu_prior and req.mu_prior or None,
-                "tau_prior": spec.bayes.tau_prior and req.tau_prior or None}
-        pair = contrast_pair(spec, od, strict=False)
-        if pair is not None:
-            opts["contrast"] = pair
-        options[key] = opts
-        meta[key] = (od, base, outcome, part)
-    kw = ctx.sampling(spec)
-    kw.pop("seed", None)
-    kw["target_accept"] = max(kw["target_accept"], mcmc.NESTED_TARGET_ACCEPT)
-    ctx.progress(f"  nested: {len(datasets)} fit(s)")
-    fitted = mcmc.fit_nested_many(datasets, options=options, measure=an.design.measure,
-                                  analysis=an.name, warn=False, **kw)
-    for key, res in fitted.items():
-        od, base, outcome, part = meta[key]
-        an.records.append(FitRecord(registry.nested_fit(res, od, base), outcome, part))
+    spec, ctx = req.spec, req.ctx
+    engine = engine_for(spec, "nested")
+    pair = contrast_pair(spec, od, strict=False)
+    r = _req(req, base, {})
+    ctx.progress(f"  nested ({engine}): {outcome or 'data'}{' / ' + part if part else ''}")
+    fit = nested_part.fit_part(od, r, engine=engine, pair=pair)
+    an.records.append(FitRecord(fit, outcome, part))
+    design = fit.design
+    if nested_part.has_pairs(fit):
+        for rv in nested_part.r_grid(spec, True):
+            try:
+                f = nested_part.fit_part(od, r, engine="exact", pair=pair,
+                                         setting=f"r = {rv:g}", r_override=rv)
+            except SpecError as err:
+                an.warnings.append(f"{outcome or 'data'}: within_r {rv:g} not fitted: "
+                                   f"{err.problem}")
+                continue
+            an.records.append(FitRecord(f, outcome, part, role="sensitivity",
+                                        setting=f"r = {rv:g}"))
+    if spec.bayes.checks:
+        opts = nested_part.options(spec, od, req, pair)
+        opts, _ = nested_part._drop_absent(opts, nested_part.ghm_table(od))
+        try:
+            checks = workflow.workflow_checks(
+                fit.inner, nested_part.ghm_table(od), model_options=opts,
+                loo=design.n <= 60, level=an.ci_prob)
+        except Exception as err:  # a check that cannot be computed is reported, not fatal
+            checks = {}
+            an.warnings.append(f"{outcome or 'data'}: workflow checks not computed ({err})")
+        an.checks[(outcome, part)] = checks
 
 
 def _survival_published(an, od, req, base, outcome, part):

@@ -37,9 +37,13 @@ def exceedance(fit: Fit, *, measure: str, sign: int, thresholds=(),
     threshold (``t`` as given, natural scale).
     """
     rows = []
+    summ = fit.summary(0.95) if fit.model == "nested" else None  # notes mark extrapolation
     for p in fit.params():
         if p.name not in names:
             continue
+        if summ is not None and "note" in summ and str(summ.loc[p, "note"] or "").startswith(
+                "extrapolation"):
+            continue  # a subgroup at a time it was not observed at: in the table, flagged
         rec = {"parameter": p.name, "subgroup": fit.coord(p, "subgroup"),
                "time": fit.coord(p, "time"), "method": fit.method,
                "p_benefit": benefit_probability(fit, p, 0.0, sign)}
@@ -92,5 +96,7 @@ def bayes_contrasts(fit: Fit, *, sign: int, level: float = 0.95) -> pd.DataFrame
                      "method": fit.method, "estimate": s["estimate"], "ci_low": s["ci_low"],
                      "ci_high": s["ci_high"], "level": level,
                      "p_first_better": benefit_probability(fit, p, 0.0, sign),
-                     "p_below_0": fit.prob(p, below=0.0)})
+                     "p_below_0": fit.prob(p, below=0.0),
+                     "extrapolation": str(s.get("note", "") or "").startswith(
+                         "extrapolation")})
     return pd.DataFrame(rows)

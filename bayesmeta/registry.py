@@ -13,11 +13,14 @@ model                     scope       what it is
 ``re``                    cell        random effects, any tau² estimator, Wald z or KNHA
 ``mh``                    cell        Mantel-Haenszel (2x2 counts)
 ``peto``                  cell        Peto's one-step OR (2x2 counts)
-``multilevel``            part        REML over studies and their time points (``rma.mv``
-                                      twin of ``nested``; added when a study recurs over time)
+``multilevel``            part        classical twin of ``nested``: REML with fixed cell means,
+                                      a study effect and the same sampling covariance (``rma.mv``
+                                      with ``vcalc``); added when a study recurs over time
 ``nnhm``                  cell        normal-normal hierarchical model (exact | mcmc)
-``nested``                part        cells (subgroup × time) within subgroups within the
-                                      overall mean, study effect shared across time (mcmc)
+``nested``                part        Gaussian hierarchical model: subgroup means (fixed or
+                                      random), cells over time (exchangeable | ar1 | car), a study
+                                      effect shared across time, correlated sampling errors
+                                      within a study (exact | mcmc; :mod:`bayesmeta.ghm`)
 ``binomial-normal``       cell        exact binomial likelihood, random log OR (mcmc)
 ``survival-published``    part        published ORs over time, correlated (exact | mcmc)
 ``survival-counts``       part        cumulative deaths per arm over time (mcmc)
@@ -114,12 +117,14 @@ MODELS: dict[str, ModelEntry] = {m.name: m for m in (
     ModelEntry("peto", "classical", "cell", measures=("OR", "PETO"), row_kinds=("arms",),
                check=_check_counts, doc="Peto one-step OR"),
     ModelEntry("multilevel", "classical", "part", needs_roles=("time",),
-               row_kinds=("arms", "effect"), doc="REML over studies and their time points"),
+               row_kinds=("arms", "effect"),
+               doc="REML twin of the nested model: fixed cell means, study effect, same V"),
     ModelEntry("nnhm", "bayesian", "cell", engines=("exact", "mcmc"),
                doc="normal-normal hierarchical model per cell (NNHM)"),
-    ModelEntry("nested", "bayesian", "part", engines=("mcmc",), check=_check_nested,
-               doc="nested model: cells (subgroup × time) within subgroups within the overall "
-                   "mean, each study's effect shared across its time points"),
+    ModelEntry("nested", "bayesian", "part", engines=("exact", "mcmc"), check=_check_nested,
+               doc="nested model: subgroup means, cells (subgroup × time) over time, each "
+                   "study's effect shared across its time points, correlated sampling errors "
+                   "within a study"),
     ModelEntry("binomial-normal", "bayesian", "cell", engines=("mcmc",), measures=("OR",),
                row_kinds=("arms",), check=_check_counts,
                doc="binomial-normal model: exact binomial likelihood, random log odds ratio"),
@@ -207,42 +212,6 @@ def fit_classical_cell(model: str, d: Design, req: FitRequest) -> list[Fit]:
     return [fit]
 
 
-def fit_multilevel(d: Design, req: FitRequest) -> list[Fit]:
-    """REML over studies and the time points nested in them (metafor ``rma.mv(~1 | study/
-    time)``): the classical overall across time that counts each study once."""
-    from bayesmeta import classical
-
-    y, v = d.rows["yi"].to_numpy(float), d.rows["vi"].to_numpy(float)
-
-    def refit(level):
-        return classical.fit_multilevel(y, v, d.rows["study"].to_numpy(),
-                                        d.rows["time"].to_numpy(), method="REML", level=level,
-                                        measure=d.measure)
-    fit = MultilevelFit(model="multilevel", source="classical", method="REML-2level",
-                        measure=d.measure, scale=d.scale,
-                        coords={**req.coords, "time": ACROSS_TIME}, refit=refit)
-    return [fit]
-
-
-@dataclass
-class MultilevelFit(ClassicalFit):
-    """:class:`bayesmeta.classical.MultilevelResult` as a :class:`Fit`."""
-
-    def params(self) -> list[Param]:
-        return [Param("mu"), Param("sigma2_study"), Param("sigma2_within")]
-
-    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        from bayesmeta.fits import _summary_frame
-
-        r = self.result(ci_prob)
-        return _summary_frame([
-            (Param("mu"), dict(estimate=r.estimate, se=r.se, ci_low=r.ci_low,
-                               ci_high=r.ci_high, interval="wald-z", statistic=r.statistic,
-                               p_value=r.p)),
-            (Param("sigma2_study"), dict(estimate=r.sigma2_study)),
-            (Param("sigma2_within"), dict(estimate=r.sigma2_within))])
-
-
 def fit_nnhm_cell(d: Design, req: FitRequest, *, engine: str, mu_prior=None, tau_prior=None,
                   setting: str = "") -> list[Fit]:
     """The NNHM on one cell. A cell of one published pooled estimate has no between-study
@@ -306,50 +275,6 @@ def fit_binomial_normal_cell(d: Design, req: FitRequest) -> list[Fit]:
                      measure=d.measure, scale=d.scale, coords=dict(req.coords), result=res,
                      provenance={"priors": res.priors, "sampler": res.settings,
                                  "diagnostics": res.diagnostics.line()})]
-
-
-def nested_data(d: Design) -> pd.DataFrame:
-    """The rows of a part in :func:`bayesmeta.mcmc.fit_nested`'s format."""
-    r = d.rows
-    if d.row_kind == "published":
-        kind = ["pooled" if (not d.has("subgroup") or g == d.total_level) else
-                "subgroup_pooled" for g in r["subgroup"]]
-    else:
-        kind = ["study"] * len(r)
-    out = pd.DataFrame({"yi": r["yi"].to_numpy(float), "sei": r["sei"].to_numpy(float),
-                        "study": r["study"].to_numpy(), "time": r["time"].to_numpy(),
-                        "subgroup": (r["subgroup"].to_numpy() if d.has("subgroup") else ""),
-                        "row_kind": kind})
-    for c in ("n1i", "n2i"):
-        if c in r:
-            out[c] = r[c].to_numpy(float)
-    return out
-
-
-def nested_fit(res, d: Design, coords: dict) -> DrawsFit:
-    """An MCMC nested result as a :class:`Fit`: cell means are ``mu`` at (subgroup, time),
-    subgroup means and the overall mean are at time ``all`` (pooled across time points)."""
-    has_sub = d.has("subgroup")
-    pm = {}
-    for rep in res.reports:
-        name = rep.label.split("[", 1)[0]
-        c = {}
-        if name in ("mu", "tau"):
-            if rep.time:
-                c["time"] = rep.time
-            elif name == "mu":
-                c["time"] = ACROSS_TIME
-            if rep.subgroup and has_sub:
-                c["subgroup"] = rep.subgroup
-        elif name in ("contrast", "contrast_subgroup"):
-            name = "contrast"
-            c = {"subgroup": rep.subgroup, "time": rep.time or ACROSS_TIME}
-        pm[rep.label] = Param(name, c)
-    return DrawsFit(model="nested", source="bayesian", method=res.method, measure=d.measure,
-                    scale=d.scale, coords=dict(coords), result=res, param_map=pm,
-                    notes=tuple(res.notes),
-                    provenance={"priors": res.priors, "sampler": res.settings,
-                                "diagnostics": res.diagnostics.line()})
 
 
 def survival_fit(res, d: Design, coords: dict, setting: str = "") -> DrawsFit:

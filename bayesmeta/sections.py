@@ -49,10 +49,14 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
     for r in an.fits():
         f = r.fit
         if f.model == "multilevel":
-            s = f.summary(an.ci_prob).loc[Param("mu")]
-            out.answers.append(
-                f"{_who(r)}Across time points, counting each study once (two-level REML): "
-                f"{L.effect} {L.ci(s['estimate'], s['ci_low'], s['ci_high'])} ({lev} CI).")
+            summ = f.summary(an.ci_prob)
+            for p, s in summ.iterrows():
+                if p.name == "mu" and p.get("time").startswith("avg("):
+                    g = p.get("subgroup")
+                    out.answers.append(
+                        f"{_who(r)}{g + ', ' if g else ''}{L.time(p.get('time'))}, counting "
+                        f"each study once (classical twin, {f.method}): {L.effect} "
+                        f"{L.ci(s['estimate'], s['ci_low'], s['ci_high'])} ({lev} CI).")
     by = {}
     for r in an.fits():
         if r.fit.model in ("multilevel",):
@@ -63,8 +67,8 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
         for r in recs:
             summ = r.fit.summary(an.ci_prob)
             for p, s in summ.iterrows():
-                if p.name != "mu":
-                    continue
+                if p.name != "mu" or str(s.get("note", "") or "").startswith("extrapolation"):
+                    continue  # extrapolated cells are in the results table, flagged
                 cell = L.cell(r.fit.coord(p, "subgroup") if an.design.has("subgroup") else "",
                               r.fit.coord(p, "time"))
                 txt = f"{cell}: {L.ci(s['estimate'], s['ci_low'], s['ci_high'])}"
@@ -97,10 +101,14 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
         out.answers.append(
             f"{oc + ': ' if oc else ''}subgroup contrast {g['contrast'].iloc[0].replace(' - ', ' − ')}"
             f" ({lev} CrI): " + "; ".join(
-                f"{L.time(t) if t != 'all' else 'all times'} "
+                f"{L.time(t) if t != 'all' else 'subgroup means'} "
                 f"{L.num(e)} [{L.num(a)}, {L.num(b)}], P(first better) {_eq(pf)}"
-                for t, e, a, b, pf in g[["time", "estimate", "ci_low", "ci_high",
-                                         "p_first_better"]].itertuples(index=False)) + ".")
+                + (" (EXTRAPOLATION: a subgroup not observed at these times)" if ex else "")
+                for t, e, a, b, pf, ex in g.assign(
+                    extrapolation=g.get("extrapolation", False))[[
+                        "time", "estimate", "ci_low", "ci_high", "p_first_better",
+                        "extrapolation"]].itertuples(index=False)) + "."
+            + _contrast_prior(an, oc))
     out.answers += list(an.answers)
     if an.audit is not None and len(an.audit):
         a = an.audit
@@ -109,6 +117,16 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
                if not r.verdict.startswith("reproduced") and r.verdict != "not checkable"]
         out.answers.append(f"Audit: {ok} of {len(a)} printed numbers reproduced at printed "
                            "precision" + ("; " + "; ".join(bad) if bad else "") + ".")
+
+
+def _contrast_prior(an, outcome) -> str:
+    """The stated prior of a fixed-subgroup contrast (from the nested fit's notes)."""
+    for r in an.fits(source="bayesian", model="nested"):
+        if r.outcome == outcome:
+            for n in r.fit.notes:
+                if "implied prior of each contrast" in n:
+                    return " Prior: " + n.split(": ", 1)[1] + "."
+    return ""
 
 
 def _eq(p: float) -> str:
@@ -405,8 +423,15 @@ def provenance_paragraph(spec, out) -> None:
                            if getattr(prov, k)})
 
 
+def model_checks(an, out, L) -> None:
+    from bayesmeta.check_sections import correlation_answers, model_checks as render_checks
+
+    correlation_answers(an, out, L)
+    render_checks(an, out, L)
+
+
 SECTIONS = (data_section, side_by_side, forest, tests, contrasts, probabilities, sensitivity,
-            diagnostics, audit_section, methods)
+            model_checks, diagnostics, audit_section, methods)
 
 
 def render(an, *, fast: bool = False) -> AnalysisOutput:
@@ -426,7 +451,8 @@ def render(an, *, fast: bool = False) -> AnalysisOutput:
     out.tables["results"] = an.to_frame()
     out.tables["audit"] = an.audit if an.audit is not None else audit_frame([])
     for r in an.fits(source="bayesian"):
-        dt = getattr(getattr(r.fit, "result", None), "datatree", None)
+        dt = (getattr(getattr(r.fit, "result", None), "datatree", None)
+              or getattr(r.fit, "datatree", None))
         if dt is not None:
             key = "_".join(_safe(x) for x in (r.outcome, r.part, r.fit.model,
                                               r.fit.coords.get("subgroup", ""),

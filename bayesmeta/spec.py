@@ -15,8 +15,10 @@ same table from :data:`SCHEMA`, and a test checks that the README lists every ke
 ``[data]``         dataset | path, measure, row_kind, study/time/subgroup/outcome columns,
                    outcomes, include, exclude, total_level, arm, time_unit, published
 ``[classical]``    method, test, preset, by, prediction
-``[bayes]``        model, engine, mu_prior, tau_prior, correlation, rho_prior, contrast
-``[sensitivity]``  prior_sets, tau_priors, rho, bias_sd, bias_exaggeration
+``[bayes]``        model, engine, mu_prior, tau_prior, correlation, rho_prior, contrast,
+                   time_structure, subgroup_effect, study_time, within_correlation, within_r,
+                   window, extrapolate, checks (nested; bayesmeta.nested_part)
+``[sensitivity]``  prior_sets, tau_priors, rho, bias_sd, bias_exaggeration, within_r
 ``[sampling]``     draws, tune, chains, seed, target_accept, sampler, fast_draws, fast_tune
 ``[report]``       ci_prob, thresholds, direction, reversed_outcomes, baseline,
                    baseline_source, events, mcid, new_trial_n, notes
@@ -744,6 +746,7 @@ def _option_map() -> dict[str, tuple[str, str]]:
             elif k not in out:
                 out[k] = (sec, k)
     out["models"] = ("bayes", "model")
+    out["within_r_grid"] = ("sensitivity", "within_r")
     return out
 
 

@@ -126,12 +126,43 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "contrast": _k(list, [], items=(str,),
                        doc="two subgroup levels [a, b]: the contrast a − b per time "
                            "(default: the first two levels in order)"),
+        "time_structure": _k(str, "exchangeable", choices=("exchangeable", "ar1", "car"),
+                             doc="nested: how the cells of a subgroup vary over time: "
+                                 "exchangeable, ar1 (ordered times) or car (continuous "
+                                 "time, respects the spacing)"),
+        "subgroup_effect": _k(str, "fixed", choices=("fixed", "random"),
+                              doc="nested: subgroup means as fixed effects (the implied prior "
+                                  "of the contrast is stated) or as a random effect"),
+        "study_time": _k(str, "independent", choices=("independent", "ar1", "car"),
+                         doc="nested: a study's deviations across its times (metafor "
+                             "struct CS / AR / CAR)"),
+        "within_correlation": _k(str, "exchangeable",
+                                 choices=("exchangeable", "decay", "ratio"),
+                                 doc="nested: correlation of the sampling errors of one study's "
+                                     "(or published source's) rows at different times: "
+                                     "exchangeable r, decay r^|t-t'|, or ratio "
+                                     "sqrt(min(t,t')/max(t,t')) for cumulative binary outcomes"),
+        "within_r": _k((str, int, float), "",
+                       doc="nested: that correlation: a number in [0, 1), 'uniform' or "
+                           "'beta:A:B' (integrated); empty = 0.5, stated in the report"),
+        "window": _k(list, [], items=(str, int, float),
+                     doc="nested: times whose equally weighted average is the across-time "
+                         "estimand (default: every time of the data)"),
+        "extrapolate": _k(bool, False,
+                          doc="nested: also report subgroup cells at times the subgroup was not "
+                              "observed at (marked EXTRAPOLATION)"),
+        "checks": _k(bool, True,
+                     doc="nested: workflow checks (prior/posterior predictive, contraction, "
+                         "prior-data conflict, LOO against the simpler models)"),
     },
     "sensitivity": {
         "prior_sets": _k(list, [], items=(str,), doc="named prior sets refitted for sensitivity"),
         "tau_priors": _k(list, [], items=(str,), doc="extra tau priors refitted for sensitivity"),
         "rho": _k(list, [], items=(int, float),
                   doc="within-source correlation values (model survival-published)"),
+        "within_r": _k(list, [0.0, 0.5, 0.8, 0.9], items=(int, float),
+                       doc="nested: known within-study correlations r the model is refitted "
+                           "at ([] = none)"),
         "bias_sd": _k(list, [], items=(int, float),
                       doc="survival-published: SDs of an additive bias of the pooled log OR "
                           "(e.g. [0.3, 0.5]: non-randomised, unblinded studies)"),

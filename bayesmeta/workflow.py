@@ -17,8 +17,11 @@ Each check returns a tidy DataFrame the report can render (computation only, no 
 * :func:`loo_compare`: expected log predictive density by leave-one-out for the model and the
   simpler models it generalises (:func:`simpler_models`: a hyperparameter fixed at 0), with the
   difference to the best and its standard error (``sqrt(n) * sd(pointwise differences)``).
-  Exact fits use exact LOO by refitting without each row (:func:`bayesmeta.ghm_exact.
-  exact_loo`); MCMC fits PSIS-LOO (ArviZ) on the pointwise conditionals stored in the fit.
+  Exact fits on a quadrature grid refit without each row
+  (:func:`bayesmeta.ghm_exact.exact_loo`); importance-sampled fits reweight their posterior
+  nodes (:func:`bayesmeta.ghm_exact.node_loo`) and refit when a row leaves fewer than
+  :data:`LOO_MIN_ESS` effective nodes; MCMC fits use PSIS-LOO (ArviZ) on the pointwise
+  conditionals stored in the fit.
 
 References: Gabry J, Simpson D, Vehtari A, Betancourt M, Gelman A (2019). Visualization in
 Bayesian workflow. JRSS A 182:389-402. Schad DJ, Betancourt M, Vasishth S (2021). Toward a
@@ -38,7 +41,8 @@ from scipy import special, stats
 from bayesmeta.fits import Param
 from bayesmeta.ghm import GHMDesign
 
-__all__ = ["prior_predictive", "posterior_predictive", "prior_posterior", "loo_compare",
+__all__ = ["prior_predictive", "posterior_predictive", "prior_posterior",
+           "prior_posterior_nnhm", "loo_compare",
            "simpler_models", "workflow_checks", "CONTRACTION_MIN", "CONFLICT_TAIL"]
 
 #: contraction below which a parameter is "decided by the prior"
@@ -46,6 +50,9 @@ CONTRACTION_MIN = 0.2
 #: prior CDF at the posterior median below this (or above 1 - this) = prior-data conflict
 CONFLICT_TAIL = 0.01
 _Q = (np.arange(20000) + 0.5) / 20000
+#: leave-one-out from the posterior nodes needs this effective number of nodes per row, else
+#: the model is refitted without the row (:func:`bayesmeta.ghm_exact.exact_loo`)
+LOO_MIN_ESS = 100
 
 
 def _rows_frame(d: GHMDesign) -> pd.DataFrame:
@@ -168,6 +175,40 @@ def prior_posterior(fit) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def prior_posterior_nnhm(fit, mu_prior, tau_prior) -> pd.DataFrame:
+    """The same table for a normal-normal hierarchical model fit (``mu``, ``tau``) of any
+    engine: the fit's posterior summaries beside the priors it was given."""
+    from bayesmeta import priors as P
+    from bayesmeta.ghm import Hyper
+
+    s = fit.summary(0.95)
+    rows = []
+    if isinstance(tau_prior, P.TauPrior) and Param("tau") in s.index:
+        h = Hyper("tau", tau_prior, "scale")
+        pm_, psd, scale = _prior_moments(h)
+        med = float(s.loc[Param("tau"), "median"])
+        if scale == "log":  # moments of log tau from 400 posterior quantiles (midpoints)
+            u = (np.arange(400) + 0.5) / 400
+            q = np.asarray(fit.quantile(Param("tau"), u) if hasattr(fit, "quantile")
+                           else fit.result.quantile("tau", u), float)
+            lq = np.log(np.maximum(q, 1e-300))
+            post_m, post_sd = float(lq.mean()), float(lq.std())
+        else:
+            post_m, post_sd = (float(s.loc[Param("tau"), "estimate"]),
+                               float(s.loc[Param("tau"), "se"]))
+        rows.append(_pp_row("tau", str(tau_prior), scale, pm_, psd, post_m, post_sd, med,
+                            float(h.prior_cdf(med))))
+    if isinstance(mu_prior, P.Normal) and Param("mu") in s.index:
+        med = float(s.loc[Param("mu"), "median"])
+        if not math.isfinite(med):
+            med = float(s.loc[Param("mu"), "estimate"])
+        rows.append(_pp_row("mu", str(mu_prior), "natural", float(mu_prior.mean),
+                            float(mu_prior.sd), float(s.loc[Param("mu"), "estimate"]),
+                            float(s.loc[Param("mu"), "se"]), med,
+                            float(stats.norm.cdf(med, mu_prior.mean, mu_prior.sd))))
+    return pd.DataFrame(rows)
+
+
 def _pp_row(name, prior, scale, pm_, psd, post_m, post_sd, med, tail):
     contraction = 1.0 - (post_sd / psd) ** 2 if psd > 0 else math.nan
     return dict(parameter=name, prior=prior, scale=scale, prior_mean=pm_, prior_sd=psd,
@@ -199,8 +240,13 @@ def simpler_models(design: GHMDesign) -> dict[str, dict]:
 
 def _elpd_pointwise(fit) -> np.ndarray:
     if hasattr(fit, "nodes"):
-        from bayesmeta.ghm_exact import exact_loo
-        return exact_loo(fit)["elpd_loo"].to_numpy()
+        from bayesmeta.ghm_exact import exact_loo, node_loo
+        if fit.nodes.kind != "qmc-is":  # quadrature grids are cheap to refit, and exact
+            return exact_loo(fit)["elpd_loo"].to_numpy()
+        t = node_loo(fit)
+        if t["loo_ess"].min() < LOO_MIN_ESS:  # a row moves the posterior off its nodes: refit
+            t = exact_loo(fit)
+        return t["elpd_loo"].to_numpy()
     import arviz as az
     res = az.loo(fit.datatree, pointwise=True, var_name="y")
     return np.asarray(res.elpd_i, dtype=float).ravel()

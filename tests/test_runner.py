@@ -97,9 +97,7 @@ def test_fig3_audit_in_report(fig3_run):
     page = (out / "meld-2014-fig3" / "index.html").read_text(encoding="utf-8")
     assert "Peng L 2011" in page and "transcription error" in page
     res = pd.read_csv(out / "results.csv", keep_default_na=False)
-    assert (res["method"].str.startswith("nested")).any()
-    # posterior files are named by outcome and model ([analysis] outcome = "MELD")
-    assert (out / "meld-2014-fig3" / "posterior" / "meld_nested.nc").is_file()
+    assert (res["method"].str.startswith("exact-GHM")).any()
 
 
 def test_cli_validate_exit_codes(tmp_path, capsys):
@@ -138,7 +136,7 @@ def test_baseline_rows_are_not_pooled_with_follow_up():
     not see them (they would pull the pooled effect toward 0). The bundled spec leaves them out
     with an exclude rule; they stay in the design's excluded rows for the audit."""
     from bayesmeta.datasets import load_dataset
-    from bayesmeta.registry import nested_data
+    from bayesmeta.nested_part import ghm_table
     from bayesmeta.spec import load_spec
 
     pub = load_dataset("msc_2023_pooled")
@@ -149,7 +147,7 @@ def test_baseline_rows_are_not_pooled_with_follow_up():
     md = design.subset(outcome="MELD")
     assert "0" not in set(md.rows["time"])
     for _, part in md.parts():
-        assert "0" not in set(nested_data(part)["time"])
+        assert "0" not in set(ghm_table(part)["time"])
     ex = design.excluded
     assert int(((ex["outcome"] == "MELD") & (ex["time"] == "0")).sum()) == n_base
     assert md.k + int((ex["outcome"] == "MELD").sum()) <= len(meld)
@@ -177,7 +175,14 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     from bayesmeta import runner
     from bayesmeta.spec import models_dir
 
-    specs = [models_dir() / "meld_2014_fig3.toml", models_dir() / "bcg.toml"]
+    # every bundled analysis is exact: an MCMC copy of the 2014 analysis (its nested model
+    # sampled by PyMC) makes the worker's job
+    text = (models_dir() / "meld_2014_fig3.toml").read_text(encoding="utf-8")
+    text = text.replace('name = "meld-2014-fig3"', 'name = "meld-mcmc"').replace(
+        'model = ["nnhm", "nested"]', 'model = ["nnhm", "nested"]\nengine = "mcmc"')
+    mc = tmp_path / "meld_mcmc.toml"
+    mc.write_text(text, encoding="utf-8")
+    specs = [mc, models_dir() / "bcg.toml"]
     # survival (exact, in the parent: its NetCDF is rendered while the worker samples)
     specs_ab = specs + [models_dir() / "survival_2023.toml"]
     a = runner.run(specs_ab, out_dir=tmp_path / "serial", fast=True, jobs=1)
@@ -194,8 +199,8 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
             for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
                 xr.testing.assert_equal(ta[g].to_dataset(), tb[g].to_dataset())
     err = capfd.readouterr().err
-    assert "(worker) meld-2014-fig3 (analysis) --fast" in err
-    assert any("meld-2014-fig3 (analysis) done in" in m and "(worker)" in m for m in lines)
+    assert "(worker) meld-mcmc (analysis) --fast" in err
+    assert any("meld-mcmc (analysis) done in" in m and "(worker)" in m for m in lines)
     runner.run(specs, out_dir=tmp_path / "quiet", fast=True, jobs=2)
     assert "(worker)" not in capfd.readouterr().err
 

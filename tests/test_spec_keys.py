@@ -270,7 +270,7 @@ def k_bayes_engine(t, monkeypatch):
     with pytest.raises(Exception, match="stop"):
         run(spec_of(t, {"bayes": {"engine": "mcmc"}}))
     assert seen
-    refused(t, {"bayes": {"engine": "exact", "model": "nested"}}, "bayes.engine")
+    refused(t, {"bayes": {"engine": "exact", "model": "binomial-normal"}}, "bayes.engine")
 
 
 def k_bayes_mu_prior(t):
@@ -289,6 +289,83 @@ def k_bayes_contrast(t):
     an = run(spec_of(t, {"bayes": {"contrast": ["B", "A"]}}))[0]
     assert set(an.classical_contrasts()["subgroup"]) == {"B - A"}
     refused(t, {"bayes": {"contrast": ["A", "C"]}}, "bayes.contrast")
+
+
+NESTED = {"model": "nested", "checks": False}
+
+
+def _nested_fit(t, bayes=None, sens=None):
+    ch = {"bayes": {**NESTED, **(bayes or {})}, "sensitivity": {"within_r": [], **(sens or {})}}
+    an = run(spec_of(t, ch))[0]
+    return an, an.fits(source="bayesian", model="nested")[0].fit
+
+
+def _names(fit):
+    return {p.name for p in fit.params()}
+
+
+def k_bayes_time_structure(t):
+    assert "rho" in _names(_nested_fit(t, {"time_structure": "ar1"})[1])
+    assert "times car" in _nested_fit(t, {"time_structure": "car"})[1].method
+    assert "rho" not in _names(_nested_fit(t)[1])
+    refused(t, {"bayes": {"time_structure": "ar1"}}, "bayes.time_structure")
+
+
+def k_bayes_subgroup_effect(t):
+    assert "sigma_subgroup" in _names(_nested_fit(t, {"subgroup_effect": "random"})[1])
+    f = _nested_fit(t)[1]
+    assert "sigma_subgroup" not in _names(f)
+    assert any("implied prior of each contrast" in n for n in f.notes)
+    refused(t, {"bayes": {"subgroup_effect": "random"}}, "bayes.subgroup_effect")
+
+
+def k_bayes_study_time(t):
+    assert "rho_within" in _names(_nested_fit(t, {"study_time": "car"})[1])
+    refused(t, {"bayes": {"study_time": "ar1"}}, "bayes.study_time")
+
+
+def k_bayes_within_correlation(t):
+    f = _nested_fit(t, {"within_correlation": "decay", "within_r": 0.9})[1]
+    assert "r 0.9 decay" in f.method
+    g = _nested_fit(t, {"within_r": 0.9})[1]
+    s, u = f.summary(0.95), g.summary(0.95)
+    p = f.find("mu", subgroup="A", time="avg(2,4,24)")
+    assert s.loc[p, "estimate"] != pytest.approx(u.loc[p, "estimate"], rel=1e-6)
+    refused(t, {"bayes": {"within_correlation": "ratio"}}, "bayes.within_correlation")
+
+
+def k_bayes_within_r(t):
+    assert "r 0.2" in _nested_fit(t, {"within_r": 0.2})[1].method
+    assert "r" in _names(_nested_fit(t, {"within_r": "beta:2:2"})[1])
+    refused(t, {"bayes": {**NESTED, "within_r": 1.5}}, "bayes.within_r")
+    refused(t, {"bayes": {"within_r": 0.3}}, "bayes.within_r")
+
+
+def k_bayes_window(t):
+    f = _nested_fit(t, {"window": [2, 4]})[1]
+    assert {p.get("time") for p in f.params() if p.get("time").startswith("avg(")} == {
+        "avg(2,4)"}
+    refused(t, {"bayes": {**NESTED, "window": [3]}}, "bayes.window")
+    refused(t, {"bayes": {"window": [2]}}, "bayes.window")
+
+
+def k_bayes_extrapolate(t):
+    f = _nested_fit(t, {"extrapolate": True})[1]
+    assert "mu" in _names(f)  # every cell is observed here: nothing to mark
+    refused(t, {"bayes": {"extrapolate": True}}, "bayes.extrapolate")
+
+
+def k_bayes_checks(t):
+    an = run(spec_of(t, {"bayes": {"model": "nested"}, "sensitivity": {"within_r": []}}))[0]
+    assert "prior_posterior" in next(iter(an.checks.values()))
+    assert not _nested_fit(t)[0].checks
+    refused(t, {"bayes": {"checks": False}}, "bayes.checks")
+
+
+def k_sensitivity_within_r(t):
+    an = _nested_fit(t, sens={"within_r": [0.1, 0.7]})[0]
+    assert [r.setting for r in an.fits(role="sensitivity")] == ["r = 0.1", "r = 0.7"]
+    refused(t, {"sensitivity": {"within_r": [0.5]}}, "sensitivity.within_r")
 
 
 def k_sensitivity_prior_sets(t):

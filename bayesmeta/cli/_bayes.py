@@ -62,6 +62,13 @@ def add_parser(subparsers):
                    help="prior of mu: normal:MEAN:SD or flat (default: unit-information normal)")
     p.add_argument("--engine", choices=("exact", "mcmc"), default=None,
                    help="exact quadrature where the model has it (default), or mcmc")
+    p.add_argument("--time-structure", choices=("exchangeable", "ar1", "car"), default=None,
+                   help="nested: how cells vary over time (default exchangeable)")
+    p.add_argument("--subgroup-effect", choices=("fixed", "random"), default=None,
+                   help="nested: subgroup means fixed (default, contrast prior stated) or random")
+    p.add_argument("--within-r", default=None, metavar="R",
+                   help="nested: correlation of one study's sampling errors across times: a "
+                        "number in [0, 1), 'uniform' or beta:A:B (default 0.5, stated)")
     p.add_argument("--direction", choices=("lower_is_better", "higher_is_better"),
                    default=None, help="which sign of the effect is a benefit "
                                       "(default lower_is_better)")
@@ -119,7 +126,8 @@ def _priors(args, es):
 
 def _generic(args) -> bool:
     return (args.model != "nnhm" or any((args.time, args.subgroup, args.outcome,
-                                         args.contrast)))
+                                         args.contrast, args.time_structure,
+                                         args.subgroup_effect, args.within_r)))
 
 
 def run(args) -> int:
@@ -196,6 +204,8 @@ def _run_pipeline(args) -> int:
             subgroup=args.subgroup, outcome=args.outcome, models=[args.model],
             engine=args.engine, tau_prior=args.tau_prior, mu_prior=args.mu_prior,
             contrast=contrast, direction=args.direction,
+            time_structure=args.time_structure, subgroup_effect=args.subgroup_effect,
+            within_r=args.within_r,
             thresholds=list(args.threshold) if args.threshold else None,
             ci_prob=args.level, seed=args.seed, name="bayes", title="bayesmeta bayes")
     msgs = list(dict.fromkeys([str(w.message) for w in caught] + list(an.warnings)))
