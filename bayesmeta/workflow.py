@@ -17,10 +17,9 @@ Each check returns a tidy DataFrame the report can render (computation only, no 
 * :func:`loo_compare`: expected log predictive density by leave-one-out for the model and the
   simpler models it generalises (:func:`simpler_models`: a hyperparameter fixed at 0), with the
   difference to the best and its standard error (``sqrt(n) * sd(pointwise differences)``).
-  Exact fits on a quadrature grid refit without each row
-  (:func:`bayesmeta.ghm_exact.exact_loo`); importance-sampled fits reweight their posterior
-  nodes (:func:`bayesmeta.ghm_exact.node_loo`) and refit when a row leaves fewer than
-  :data:`LOO_MIN_ESS` effective nodes; MCMC fits use PSIS-LOO (ArviZ) on the pointwise
+  Exact fits reweight their posterior nodes (:func:`bayesmeta.ghm_exact.node_loo`) and
+  refit without a row (:func:`bayesmeta.ghm_exact.exact_loo`) when it leaves less than
+  :data:`LOO_ESS_RATIO` of the posterior's effective number of nodes; MCMC fits use PSIS-LOO (ArviZ) on the pointwise
   conditionals stored in the fit.
 
 References: Gabry J, Simpson D, Vehtari A, Betancourt M, Gelman A (2019). Visualization in
@@ -50,9 +49,10 @@ CONTRACTION_MIN = 0.2
 #: prior CDF at the posterior median below this (or above 1 - this) = prior-data conflict
 CONFLICT_TAIL = 0.01
 _Q = (np.arange(20000) + 0.5) / 20000
-#: leave-one-out from the posterior nodes needs this effective number of nodes per row, else
-#: the model is refitted without the row (:func:`bayesmeta.ghm_exact.exact_loo`)
-LOO_MIN_ESS = 100
+#: leave-one-out from the posterior nodes needs at least this fraction of the full posterior's
+#: effective number of nodes, else the model is refitted without the row
+#: (:func:`bayesmeta.ghm_exact.exact_loo`)
+LOO_ESS_RATIO = 0.5
 
 
 def _rows_frame(d: GHMDesign) -> pd.DataFrame:
@@ -241,12 +241,14 @@ def simpler_models(design: GHMDesign) -> dict[str, dict]:
 def _elpd_pointwise(fit) -> np.ndarray:
     if hasattr(fit, "nodes"):
         from bayesmeta.ghm_exact import exact_loo, node_loo
-        if fit.nodes.kind != "qmc-is":  # quadrature grids are cheap to refit, and exact
-            return exact_loo(fit)["elpd_loo"].to_numpy()
         t = node_loo(fit)
-        if t["loo_ess"].min() < LOO_MIN_ESS:  # a row moves the posterior off its nodes: refit
-            t = exact_loo(fit)
-        return t["elpd_loo"].to_numpy()
+        w = fit.nodes.weight
+        full = 1.0 / float(np.sum(w ** 2))
+        bad = np.flatnonzero(t["loo_ess"].to_numpy() < LOO_ESS_RATIO * full)
+        elpd = t["elpd_loo"].to_numpy().copy()
+        if len(bad):  # these rows move the posterior off the nodes: refit without them
+            elpd[bad] = exact_loo(fit, rows=bad)["elpd_loo"].to_numpy()
+        return elpd
     import arviz as az
     res = az.loo(fit.datatree, pointwise=True, var_name="y")
     return np.asarray(res.elpd_i, dtype=float).ravel()
