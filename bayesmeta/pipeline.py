@@ -8,8 +8,9 @@ The same pipeline serves a spec (``bayesmeta run``), the CLI (``bayesmeta bayes`
    analysed apart, never pooled with them; each outcome is analysed on its own.
 3. **Classical fits**: the ``[classical]`` method per cell (outcome × subgroup × time); the
    test for subgroup differences where subgroups are independent; across time points the
-   two-level model that counts each study once (``multilevel``) — the naive pooled overall of
-   a study's repeated time points is never produced, and a warning names the repeated studies.
+   nested model's REML twin (``multilevel``: fixed cell means, a study effect, a study's
+   sampling errors correlated across its time points) — the naive pooled overall of a
+   study's repeated time points is never produced, and a warning names the repeated studies.
 4. **Bayesian fits**: each ``[bayes] model`` from the registry (per cell or across cells),
    prior sensitivity per cell (exact NNHM under each prior set).
 5. **Quantities**: P(benefit) and P(beyond thresholds) in the stated direction, subgroup
@@ -524,7 +525,8 @@ def _classical(an: Analysis, od: Design, req, base, outcome, part) -> list[dict]
                 f"{'y appears' if len(rep) == 1 else 'ies appear'} at several time points ("
                 + "; ".join(f"{s}: {', '.join(t)}" for s, t in rep.items())
                 + "): no classical estimate pools the time points as if they were different "
-                  "studies; the two-level model (multilevel) counts each study once")
+                  "studies; across time only the nested model's REML twin (multilevel) pools "
+                  "them, counting each study once")
             from bayesmeta import nested_part
 
             f = nested_part.twin(od, _req(req, base, {}),
