@@ -279,8 +279,8 @@ def nested_coverage_figure(table: pd.DataFrame, level: float = 0.95):
             ax.set_xlabel("true tau")
             if j == 0:
                 ax.set_ylabel(f"coverage of the {e}")
-    fig.suptitle(f"Nested model: coverage of {level:.0%} intervals (bars: ±2 MC SE; analyses "
-                 "assume r = 0.5 except GHM-r0)", fontsize=10)
+    fig.suptitle(f"Nested model: coverage of {level:.0%} intervals\n(bars: ±2 MC SE; analyses "
+                 "assume r = 0.5, GHM-r0 r = 0)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1 - 1.9 / width, 1))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
