@@ -233,8 +233,11 @@ def run_nested_simulation(spec, ctx) -> AnalysisOutput:
         for e in ghm_sim.ESTIMANDS:
             for r in sorted(set(table["r_true"])):
                 g = table[(table["k"] == k) & (table["estimand"] == e) & (table["r_true"] == r)]
-                parts = [f"{m} {'/'.join(pct(c) for c in g[g['method'] == m].sort_values('tau')['coverage'])}%"
-                         for m in ghm_sim.METHODS if (g["method"] == m).any()]
+                parts = []
+                for m in ghm_sim.METHODS:
+                    cov = g[g["method"] == m].sort_values("tau")["coverage"]
+                    if len(cov):
+                        parts.append(f"{m} {'/'.join(pct(c) for c in cov)}%")
                 answers.append(f"{e}, k = {k} per subgroup, r_true = {r:g}: coverage at tau = "
                                f"{tau_txt}: " + "; ".join(parts) + ".")
     out.answers = answers

@@ -52,6 +52,18 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _chunk_seconds(folder: Path) -> dict:
+    """Seconds each chunk spent in its worker (``chunks/*.json``): per meta-analysis, the
+    in-worker cost, which rises when the workers compete for cores."""
+    n = sec = cpu = 0
+    for f in folder.glob("*.json"):
+        c = json.loads(f.read_text())
+        n += c["size"]
+        sec += c["seconds"]
+        cpu = None if cpu is None or "cpu_seconds" not in c else cpu + c["cpu_seconds"]
+    return dict(n=n, seconds=sec, cpu_seconds=cpu)
+
+
 def _cli(args: list[str], out: Path) -> dict:
     """Run ``bayesmeta simulate`` in a fresh process; its table, timing.json and wall time."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
@@ -64,7 +76,8 @@ def _cli(args: list[str], out: Path) -> dict:
     if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr}")
     timing = json.loads((out / "timing.json").read_text())
-    return dict(command="bayesmeta simulate " + " ".join(
+    return dict(chunk_seconds=_chunk_seconds(out / "chunks"),
+                command="bayesmeta simulate " + " ".join(
                     a.replace(str(ROOT) + os.sep, "") for a in args),
                 table=json.loads(p.stdout), timing=timing, wall_seconds=wall,
                 load_before=list(load0), load_after=list(os.getloadavg()),
@@ -112,13 +125,22 @@ def render(raw: dict) -> str:
               "3 times) analysed 4 ways (exact GHM with r = 0.5 and r = 0, REML twin z and t). "
               "Clock: `timing.json` of the run (started once the Dask workers are up and "
               "warm); wall: the whole CLI process (start-up, cluster, warm-up included).", "",
-              "| run | command | meta-analyses | seconds | meta-analyses/s | CLI wall s | load |",
-              "|---|---|---|---|---|---|---|"]
+              "In-worker s per meta-analysis: the chunks' own wall clocks summed over the "
+              "meta-analyses they ran, with the worker processes' CPU seconds where recorded "
+              "(wall well above CPU: the workers waited for a core, i.e. competed with each "
+              "other or with other users of the 2 cores).", "",
+              "| run | command | meta-analyses | seconds | meta-analyses/s | in-worker s per "
+              "meta-analysis | CLI wall s | load |",
+              "|---|---|---|---|---|---|---|---|"]
         for lab, r in (("1 worker", w1), ("2 workers", w2)):
             if r:
                 t = r["timing"]
+                cs = r.get("chunk_seconds") or {}
+                per = f"{cs['seconds'] / cs['n']:.3f}" if cs.get("n") else "n/a"
+                if cs.get("n") and cs.get("cpu_seconds") is not None:
+                    per += f" (CPU {cs['cpu_seconds'] / cs['n']:.3f})"
                 L.append(f"| {lab} | `{r['command']}` | {t['n_meta_this_run']} | "
-                         f"{t['seconds']:.1f} | {t['meta_per_second']:.3f} | "
+                         f"{t['seconds']:.1f} | {t['meta_per_second']:.3f} | {per} | "
                          f"{r['wall_seconds']:.1f} | {_load(r)} |")
         if w1 and w2:
             ratio = w2["timing"]["meta_per_second"] / w1["timing"]["meta_per_second"]
@@ -179,8 +201,14 @@ def main(argv=None):
                     choices=["nnhm", "w2", "w1", "md"], help="md: only re-render the Markdown")
     ap.add_argument("--n1", type=int, default=100, help="per scenario, 1-worker run (100)")
     ap.add_argument("--n2", type=int, default=200, help="per scenario, 2-worker run (200)")
+    ap.add_argument("--chunks-of", nargs=2, metavar=("PART", "FOLDER"), default=None,
+                    help="record the in-worker chunk seconds of PART from a copy of its "
+                         "chunks/ folder")
     a = ap.parse_args(argv)
     raw = json.loads(RAW.read_text()) if RAW.exists() else {}
+    if a.chunks_of:
+        raw[a.chunks_of[0]]["chunk_seconds"] = _chunk_seconds(Path(a.chunks_of[1]))
+        RAW.write_text(json.dumps(raw, indent=1))
     for p in a.part:
         if p == "md":
             continue
