@@ -502,16 +502,16 @@ def _one_dataset_per_chunk(monkeypatch):
     return seen
 
 
-NESTED = {"analysis": {"name": "nsim", "title": "nsim"},
+NESTED_SIM = {"analysis": {"name": "nsim", "title": "nsim"},
           "simulation": {"model": "nested", "k": [2], "tau": [0.5], "r_true": [0.7],
                          "n_per_cell": 10, "fast_n_per_cell": 10, "seed": 5}}
 
 
-def nested_run(t, change):
+def nested_sim_run(t, change):
     from bayesmeta.pipeline import RunContext
     from bayesmeta.sim_report import run_simulation
 
-    secs = json.loads(json.dumps(NESTED))
+    secs = json.loads(json.dumps(NESTED_SIM))
     secs["simulation"].update(change)
     p = t / f"nsim{len(list(t.glob('nsim*.toml')))}.toml"
     p.write_text(toml(secs))
@@ -524,7 +524,7 @@ def k_simulation_model(t, monkeypatch):
     _one_dataset_per_chunk(monkeypatch)
     nn = sim_run(t, {}).tables["coverage"]
     assert "estimand" not in nn and {"DL-z", "Bayes-weakly_informative"} <= set(nn["method"])
-    ne = nested_run(t, {}).tables["coverage"]
+    ne = nested_sim_run(t, {}).tables["coverage"]
     assert set(ne["method"]) == {"GHM-r0.5", "GHM-r0", "REML-z", "REML-t"}
     assert set(ne["estimand"]) == {"contrast", "cell"}
 
@@ -532,7 +532,7 @@ def k_simulation_model(t, monkeypatch):
 def k_simulation_r_true(t, monkeypatch):
     """r_true reaches the nested data generator and the table; it is refused for nnhm."""
     seen = _one_dataset_per_chunk(monkeypatch)
-    ne = nested_run(t, {"r_true": [0.3]}).tables["coverage"]
+    ne = nested_sim_run(t, {"r_true": [0.3]}).tables["coverage"]
     assert set(ne["r_true"]) == {0.3} and seen and {s[2] for s in seen} == {0.3}
     with pytest.raises(SpecError) as e:
         sim_run(t, {"simulation": {"r_true": [0.3]}})
