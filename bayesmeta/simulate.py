@@ -27,6 +27,10 @@ do not depend on scheduling or the number of workers. Each finished chunk is wri
 chunks already there (resumable). Chunks run in-process for tiny jobs, on a
 ``dask.distributed.LocalCluster`` of worker processes by default, or on an existing Dask cluster
 given its scheduler address.
+
+The nested (Gaussian hierarchical) model's simulation, :mod:`bayesmeta.ghm_sim`, runs through
+the same machinery: :func:`simulate` given a :class:`bayesmeta.ghm_sim.NestedSimConfig`
+schedules its chunks and tabulates them by k x tau x r_true x method x estimand kind.
 """
 
 from __future__ import annotations
@@ -48,8 +52,7 @@ from bayesmeta.exceptions import SpecError
 from bayesmeta.outdir import claim_dir, write_atomic
 
 __all__ = ["SimulationConfig", "SCALES", "simulate", "summarise", "plot_coverage",
-           "coverage_figure",
-           "make_chunks", "run_chunk"]
+           "coverage_figure", "make_chunks", "run_chunk", "config_from_spec"]
 
 SCALES = {
     "logOR": dict(measure="OR", mu=-0.3, taus=(0.0, 0.2, 0.4, 0.8), n_range=(15, 150)),
@@ -278,6 +281,43 @@ def plot_coverage(table: pd.DataFrame, path, level: float = 0.95, *, x: str = "t
     return path
 
 
+def _engine(cfg):
+    """(make_chunks, run_chunk, warm, summarise, figure) of a configuration's model."""
+    if isinstance(cfg, SimulationConfig):
+        def figure(table, level):
+            return coverage_figure(table, level)
+        return make_chunks, run_chunk, _warm, summarise, figure
+    from bayesmeta import ghm_sim
+
+    if isinstance(cfg, ghm_sim.NestedSimConfig):
+        return (ghm_sim.make_nested_chunks, ghm_sim.run_nested_chunk, ghm_sim._warm,
+                ghm_sim.summarise_nested, ghm_sim.nested_coverage_figure)
+    raise TypeError(f"not a simulation configuration: {type(cfg).__name__}")
+
+
+def config_from_spec(S, given=(), *, level: float = 0.95, n: int | None = None,
+                     seed: int | None = None, chunk_size: int | None = None):
+    """The configuration of a validated ``[simulation]`` section ``S`` (``given``: the keys
+    the spec sets; an unset key takes its model's default). ``n`` (default ``S.n_per_cell``),
+    ``seed`` (default ``S.seed``) and ``chunk_size`` (default: the model's) override."""
+    n = int(S.n_per_cell if n is None else n)
+    seed = int(S.seed if seed is None else seed)
+    if getattr(S, "model", "nnhm") == "nested":
+        from bayesmeta.ghm_sim import NestedSimConfig
+
+        d = NestedSimConfig()
+        return NestedSimConfig(
+            n=n, ks=tuple(int(k) for k in S.k) if "k" in given else d.ks,
+            taus=tuple(float(t) for t in S.tau) or d.taus,
+            r_trues=tuple(float(r) for r in S.r_true) or d.r_trues,
+            seed=seed, chunk_size=int(chunk_size or d.chunk_size), level=float(level))
+    return SimulationConfig(n=n, ks=tuple(int(k) for k in S.k), scales=tuple(S.scales),
+                            taus=tuple(float(t) for t in S.tau) or None,
+                            prior_sets=tuple(S.priors), seed=seed,
+                            chunk_size=int(chunk_size or SimulationConfig.chunk_size),
+                            level=float(level))
+
+
 def _progress(done, total, t0, quiet):
     if quiet:
         return
@@ -306,14 +346,15 @@ class SimulationResult:
         return self.n_run / self.seconds if self.seconds > 0 else math.nan
 
 
-def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
+def simulate(cfg, *, out=None, scheduler: str | None = None,
              workers: int | None = None, max_chunks: int | None = None, quiet: bool = False,
              figure: bool = True) -> SimulationResult:
     """Run (or resume) a simulation.
 
     Parameters
     ----------
-    cfg : SimulationConfig
+    cfg : SimulationConfig or bayesmeta.ghm_sim.NestedSimConfig
+        What to simulate: the normal-normal model's battery, or the nested model's.
     out : path, optional
         Output folder: ``config.json``, ``chunks/*.json`` (resumable), ``coverage.csv``,
         ``coverage.json``, ``coverage.png``, ``timing.json``. Without it nothing is written
@@ -328,14 +369,16 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
     quiet : bool
         No progress on stderr.
     """
-    chunks = make_chunks(cfg)
+    make, run_one, warm, tabulate, figure_of = _engine(cfg)
+    model = "nnhm" if isinstance(cfg, SimulationConfig) else "nested"
+    chunks = make(cfg)
     done = {}
     chunk_dir = None
     if out is not None:
         out = _claim_out(out)
         chunk_dir = out / "chunks"
         cfile = out / "config.json"
-        meta = dict(config=asdict(cfg), digest=cfg.digest())
+        meta = dict(model=model, config=asdict(cfg), digest=cfg.digest())
         if cfile.exists():
             old_digest = _read_config(cfile).get("digest")
             if old_digest != cfg.digest():
@@ -374,7 +417,7 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
     if todo:
         if scheduler is None and (workers == 0 or len(todo) <= 2):
             for c in todo:
-                _store(run_chunk(c))
+                _store(run_one(c))
         else:
             from dask.distributed import Client, LocalCluster, as_completed
             cluster = None
@@ -389,10 +432,10 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
                 mode = "local-cluster"
             try:
                 nw = len(client.scheduler_info()["workers"]) or nw
-                client.run(_warm)  # imports + first-call costs, outside the timed section
+                client.run(warm)  # imports + first-call costs, outside the timed section
                 # start the clock once the workers exist: throughput of the computation
                 t0 = time.perf_counter()
-                futs = client.map(run_chunk, todo, pure=False)
+                futs = client.map(run_one, todo, pure=False)
                 for fut in as_completed(futs):
                     _store(fut.result())
             finally:
@@ -403,7 +446,7 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
             print(file=sys.stderr)
     seconds = time.perf_counter() - t0
     allres = list(done.values()) + new
-    table = summarise(allres, cfg.level)
+    table = tabulate(allres, cfg.level)
     complete = len(allres) == len(chunks)
     n_run = sum(r["size"] for r in new)
     res = SimulationResult(table=table, out=out, n_meta=sum(r["size"] for r in allres),
@@ -415,11 +458,16 @@ def simulate(cfg: SimulationConfig, *, out=None, scheduler: str | None = None,
         res.files = {"csv": out / "coverage.csv", "json": out / "coverage.json"}
         if figure and len(table):
             tmp = out / f".coverage-{os.getpid()}.tmp.png"
-            plot_coverage(table, tmp, cfg.level)
+            import matplotlib.pyplot as plt
+
+            fig = figure_of(table, cfg.level)
+            fig.savefig(tmp, dpi=110)
+            plt.close(fig)
             os.replace(tmp, out / "coverage.png")
             res.files["figure"] = out / "coverage.png"
         write_atomic(out / "timing.json", json.dumps(dict(
-            n_meta_total=res.n_meta, n_meta_this_run=n_run, seconds=seconds, workers=nw,
+            model=model, n_meta_total=res.n_meta, n_meta_this_run=n_run, seconds=seconds,
+            workers=nw,
             mode=mode, meta_per_second=res.throughput, complete=complete), indent=1))
     return res
 

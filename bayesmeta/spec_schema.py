@@ -212,22 +212,35 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rationale": _k(str, "", doc="why this analysis, which choices and why"),
     },
     "simulation": {
-        "n_per_cell": _k(int, 500, doc="simulated meta-analyses per cell (scale x k x tau), "
-                         ">= 10; MC SE of a 95% coverage is sqrt(.95 x .05 / n)"),
+        "model": _k(str, "nnhm", choices=("nnhm", "nested"),
+                    doc="data-generating and analysis model: nnhm (normal-normal, DL/REML/PM "
+                        "and exact Bayes; bayesmeta.simulate) or nested (study x time x "
+                        "subgroup, exact GHM and its REML twin; bayesmeta.ghm_sim)"),
+        "n_per_cell": _k(int, 500, doc="simulated meta-analyses per cell (scale x k x tau, "
+                         "x r_true for nested), >= 10; MC SE of a 95% coverage is "
+                         "sqrt(.95 x .05 / n)"),
         "fast_n_per_cell": _k(int, 100, doc="meta-analyses per cell with --fast "
                               "(<= n_per_cell)"),
-        "k": _k(list, [2, 3, 5, 10], items=(int,), doc="numbers of studies, each in [2, 50]"),
+        "k": _k(list, [2, 3, 5, 10], items=(int,),
+                doc="numbers of studies, each in [2, 50] (nnhm); studies per subgroup, each "
+                    "in [2, 20], default [3] (nested)"),
         "tau": _k(list, [], items=(int, float),
-                  doc="true tau values (>= 0) on the scale's units (log OR for logOR); "
-                      "empty = the scale's default grid (bayesmeta.simulate.SCALES)"),
+                  doc="true tau values (>= 0) on the scale's units (log OR for logOR; "
+                      "standardised for nested); empty = the model's default grid "
+                      "(bayesmeta.simulate.SCALES; nested: 0, 0.25, 0.5, 0.8, 1)"),
+        "r_true": _k(list, [], items=(int, float),
+                     doc="nested only: true correlation of a study's sampling errors across "
+                         "its times, each in [0, 1); empty = [0, 0.7]"),
         "scales": _k(list, ["logOR"], items=(str,),
-                     doc="data-generating scales, each 'logOR' or 'MD'"),
+                     doc="nnhm only: data-generating scales, each 'logOR' or 'MD'"),
         "priors": _k(list, ["weakly_informative", "empirical"], items=(str,),
-                     doc="prior sets for the exact-Bayes intervals "
+                     doc="nnhm only: prior sets for the exact-Bayes intervals "
                          "(bayesmeta.priors.PRIOR_SET_NAMES)"),
         "seed": _k(int, 20240601, doc="random seed (CLI --seed overrides)"),
     },
 }
+#: [simulation] keys that apply to one model only
+SIMULATION_MODEL_KEYS = {"nnhm": ("scales", "priors"), "nested": ("r_true",)}
 REQUIRED_SECTIONS = ("analysis", "data")
 #: sections a simulation spec may have (it generates its data)
 SIMULATION_SECTIONS = ("analysis", "simulation", "report", "provenance")
@@ -255,18 +268,39 @@ def _check_simulation(v: _Validator, s: dict[str, dict]):
     if fast > n:
         bad(f"fast_n_per_cell {fast} exceeds n_per_cell {n}: --fast must not simulate more "
             "than a full run", "fast_n_per_cell")
+    model = sim.get("model", SCHEMA["simulation"]["model"].default)
+    for other, keys in SIMULATION_MODEL_KEYS.items():
+        for key in keys:
+            if other != model and key in sim:
+                bad(f"{key} does not apply to model = {model!r} (only to {other!r})", key,
+                    fix=f"Remove {key}, or set model = {other!r}.")
+    kmax = 20 if model == "nested" else 50
     ks = sim.get("k", tuple(SCHEMA["simulation"]["k"].default))
     if not ks:
         bad("k is empty: give at least one number of studies", "k")
     for k in ks:
-        if not 2 <= k <= 50:
-            bad(f"Invalid k {k}: must be in [2, 50]", "k")
+        if not 2 <= k <= kmax:
+            bad(f"Invalid k {k}: must be in [2, {kmax}]"
+                + (" for model = 'nested' (studies per subgroup)" if model == "nested" else ""),
+                "k")
     for t in sim.get("tau", ()):
         if not (t >= 0 and math.isfinite(t)):
             bad(f"Invalid tau {t!r}: must be a finite number >= 0", "tau")
-    scales = sim.get("scales", tuple(SCHEMA["simulation"]["scales"].default))
-    if not scales:
-        bad("scales is empty: give 'logOR' and/or 'MD'", "scales")
+    for r in sim.get("r_true", ()):
+        if not (math.isfinite(r) and 0 <= r < 1):
+            bad(f"Invalid r_true {r!r}: must be in [0, 1) (a correlation the sampling errors "
+                "of a study can have at every pair of its times)", "r_true")
+    for key in ("k", "tau", "r_true"):
+        vals = list(sim.get(key, ()))
+        if len(set(vals)) != len(vals):
+            bad(f"{key} lists a value twice ({vals}): each scenario is simulated once", key)
+    if model == "nested":
+        scales, names = (), ()
+    else:
+        scales = sim.get("scales", tuple(SCHEMA["simulation"]["scales"].default))
+        if not scales:
+            bad("scales is empty: give 'logOR' and/or 'MD'", "scales")
+        names = sim.get("priors", ())
     for sc in scales:
         if sc not in SCALES:
             sug = _suggest(sc, SCALES) or next((x for x in SCALES if x.lower() == sc.lower()),
@@ -276,7 +310,6 @@ def _check_simulation(v: _Validator, s: dict[str, dict]):
     if sim.get("tau") and len(scales) > 1:
         bad("tau values are in one scale's units, but several scales are listed", "tau",
             fix="Leave tau empty (each scale's default grid) or use one spec per scale.")
-    names = sim.get("priors", ())
     known = _prior_sets_available()
     if known is not None:
         for name in names:

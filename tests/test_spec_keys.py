@@ -563,6 +563,59 @@ def k_simulation(t):
     assert not a["width"].equals(tab["width"])
 
 
+def _one_dataset_per_chunk(monkeypatch):
+    """Nested chunks run on one dataset each (the real engines, a fraction of the cost);
+    returns the list of (k, tau, r_true) the data generator was called with."""
+    from bayesmeta import ghm_sim
+
+    seen, real_run, real_draw = [], ghm_sim.run_nested_chunk, ghm_sim._draw
+
+    def draw(rng, k, tau, r_true):
+        seen.append((k, tau, r_true))
+        return real_draw(rng, k, tau, r_true)
+
+    monkeypatch.setattr(ghm_sim, "_draw", draw)
+    monkeypatch.setattr(ghm_sim, "run_nested_chunk", lambda c: real_run(dict(c, size=1)))
+    return seen
+
+
+NESTED_SIM = {"analysis": {"name": "nsim", "title": "nsim"},
+          "simulation": {"model": "nested", "k": [2], "tau": [0.5], "r_true": [0.7],
+                         "n_per_cell": 10, "fast_n_per_cell": 10, "seed": 5}}
+
+
+def nested_sim_run(t, change):
+    from bayesmeta.pipeline import RunContext
+    from bayesmeta.sim_report import run_simulation
+
+    secs = json.loads(json.dumps(NESTED_SIM))
+    secs["simulation"].update(change)
+    p = t / f"nsim{len(list(t.glob('nsim*.toml')))}.toml"
+    p.write_text(toml(secs))
+    return run_simulation(load_spec(p), RunContext(fast=False))
+
+
+def k_simulation_model(t, monkeypatch):
+    """model = "nested" runs the nested simulation (its methods and estimands); the default
+    runs the normal-normal battery."""
+    _one_dataset_per_chunk(monkeypatch)
+    nn = sim_run(t, {}).tables["coverage"]
+    assert "estimand" not in nn and {"DL-z", "Bayes-weakly_informative"} <= set(nn["method"])
+    ne = nested_sim_run(t, {}).tables["coverage"]
+    assert set(ne["method"]) == {"GHM-r0.5", "GHM-r0", "REML-z", "REML-t"}
+    assert set(ne["estimand"]) == {"contrast", "cell"}
+
+
+def k_simulation_r_true(t, monkeypatch):
+    """r_true reaches the nested data generator and the table; it is refused for nnhm."""
+    seen = _one_dataset_per_chunk(monkeypatch)
+    ne = nested_sim_run(t, {"r_true": [0.3]}).tables["coverage"]
+    assert set(ne["r_true"]) == {0.3} and seen and {s[2] for s in seen} == {0.3}
+    with pytest.raises(SpecError) as e:
+        sim_run(t, {"simulation": {"r_true": [0.3]}})
+    assert e.value.key == "simulation.r_true"
+
+
 SIM_KEYS = {f"simulation.{k}" for k in ("n_per_cell", "k", "tau", "scales", "priors", "seed")}
 
 
