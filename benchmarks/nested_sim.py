@@ -5,7 +5,7 @@
 (default all, in that order), keeps each part's raw result in ``benchmarks/nested_sim.json`` and
 writes ``benchmarks/nested_sim.md`` from it:
 
-* ``w2``: ``bayesmeta simulate models/simulation_nested.toml --n N2 --workers 2`` (N2 per
+* ``w2``: ``bayesmeta simulate models/simulations/simulation_nested.toml --n N2 --workers 2`` (N2 per
   scenario, 10 scenarios: k 3, tau 0/0.25/0.5/0.8/1, r_true 0/0.7): throughput and the
   coverage table (contrast and cells, per tau and r_true, with Monte Carlo SEs);
 * ``w1``: the same spec with ``--n N1 --workers 1`` (another seed, so its meta-analyses are
@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RAW = HERE / "nested_sim.json"
 MD = HERE / "nested_sim.md"
-SPEC = ROOT / "models" / "simulation_nested.toml"
+SPEC = ROOT / "models" / "simulations" / "simulation_nested.toml"
 METHODS = ("GHM-r0.5", "GHM-r0", "REML-z", "REML-t")
 
 

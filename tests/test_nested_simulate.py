@@ -91,7 +91,7 @@ def test_nnhm_k_range_unchanged_and_nested_defaults(tmp_path):
 def test_bundled_nested_spec(tmp_path):
     from bayesmeta.spec import load_spec, models_dir
 
-    spec = load_spec(models_dir() / "simulation_nested.toml")
+    spec = load_spec(models_dir() / "simulations" / "simulation_nested.toml")
     assert spec.is_simulation and spec.simulation.model == "nested"
     cfg = sim.config_from_spec(spec.simulation, spec.given["simulation"],
                                level=spec.report.ci_prob)

@@ -25,7 +25,8 @@ def add_parser(subparsers):
                     "Resumable: finished chunks in --out are skipped.",
         epilog=epilog("bayesmeta simulate --n 2000 --k 2 3 5",
                       "bayesmeta simulate --n 20000 --scale logOR --workers 2 --out sim/ --json",
-                      "bayesmeta simulate models/simulation_nested.toml --workers 2 --out nsim/",
+                      "bayesmeta simulate models/simulations/simulation_nested.toml "
+                      "--workers 2 --out nsim/",
                       "bayesmeta simulate --model nested --n 100 --tau 0 0.5 1 --r-true 0.7",
                       notes=("List options (--k, --tau, --r-true, --scale, --priors) take "
                              "several values; given twice, their values are combined.",
