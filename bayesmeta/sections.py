@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bayesmeta import plots, registry, results
+from bayesmeta import plots, registry, results, vocab
 from bayesmeta.fits import Param
 from bayesmeta.labels import Labels, prob
 from bayesmeta.report import AnalysisOutput
@@ -100,9 +100,9 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
     for oc, g in (con.groupby("outcome", sort=False) if len(con) else []):
         out.answers.append(
             f"{oc + ': ' if oc else ''}subgroup contrast {g['contrast'].iloc[0].replace(' - ', ' − ')}"
-            f" ({lev} CrI): " + "; ".join(
+            f" ({'ratio of ' + L.effect + 's, ' if L.ratio else ''}{lev} CrI): " + "; ".join(
                 f"{L.time(t) if t != 'all' else 'subgroup means'} "
-                f"{L.num(e)} [{L.num(a)}, {L.num(b)}], P(first better) {_eq(pf)}"
+                f"{L.ci(e, a, b)}, P(first better) {_eq(pf)}"
                 + (" (EXTRAPOLATION: a subgroup not observed at these times)" if ex else "")
                 for t, e, a, b, pf, ex in g.assign(
                     extrapolation=g.get("extrapolation", False))[[
@@ -125,7 +125,9 @@ def _contrast_prior(an, outcome) -> str:
         if r.outcome == outcome:
             for n in r.fit.notes:
                 if "implied prior of each contrast" in n:
-                    return " Prior: " + n.split(": ", 1)[1] + "."
+                    scale = f" (on the {an.design.scale} scale)" if vocab.is_ratio(
+                        an.design.measure) else ""
+                    return " Prior" + scale + ": " + n.split(": ", 1)[1] + "."
     return ""
 
 
