@@ -58,7 +58,10 @@ def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
           "the data have barely moved the prior and the parameter is decided by the prior. A "
           f"prior-data conflict is a posterior median beyond the prior's {CONFLICT_TAIL:g} or "
           f"{1 - CONFLICT_TAIL:g} quantile. Predictive checks flag a row outside the central "
-          "99% of its prior (conflict) or posterior (outlying) predictive distribution.")
+          "99% of its prior (conflict) or posterior (outlying) predictive distribution. The "
+          "leave-one-out tables compare the expected log predictive density (elpd) of the "
+          "fitted model with the simpler models it generalises: higher is better, and a "
+          "difference within about 2 SE is not a preference.")
     for (outcome, part), checks in an.checks.items():
         where = _where(outcome, part, an)
         for key, title in (("prior_posterior", "prior vs posterior"),
@@ -97,9 +100,7 @@ def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
         if loo is not None and len(loo):
             out.tables[_name("loo", outcome, part)] = loo
             out.table(_name("loo", outcome, part) + "_view", loo,
-                      f"{where}leave-one-out expected log predictive density of the fitted "
-                      "model and the simpler models it generalises (higher is better; a "
-                      "difference within about 2 SE is not a preference).", csv=False)
+                      f"{where}leave-one-out comparison (elpd).", csv=False)
 
 
 def correlation_answers(an, out: AnalysisOutput, L: Labels) -> None:
@@ -129,7 +130,7 @@ def correlation_answers(an, out: AnalysisOutput, L: Labels) -> None:
             continue
         by = {}
         for name, g, t, setting, txt in pieces:
-            by.setdefault((name, g, t), []).append(f"{setting} {txt}")
+            by.setdefault((name, g, t), []).append(f"{setting}: {txt}")
         where = _where(main.outcome, main.part, an)
         for (name, g, t), items in by.items():
             what = (f"contrast {g.replace(' - ', ' − ')}" if name == "contrast"
