@@ -37,17 +37,25 @@ def _flag(r) -> str:
     return "; ".join(out)
 
 
-def _pp_view(t: pd.DataFrame) -> pd.DataFrame:
+def _pp_view(t: pd.DataFrame, L: Labels) -> pd.DataFrame:
     cols = [c for c in ("priors", "subgroup", "time") if c in t and t[c].astype(bool).any()]
     v = t[cols + ["parameter", "prior"]].copy()
-    v["prior mean (SD)"] = [f"{m:.3g} ({s:.3g})" + (" log" if sc == "log" else "")
-                            for m, s, sc in t[["prior_mean", "prior_sd", "scale"]].to_numpy()]
-    v["posterior mean (SD)"] = [f"{m:.3g} ({s:.3g})" for m, s in
-                                t[["post_mean", "post_sd"]].to_numpy()]
+    if "time" in v:
+        v["time"] = [L.time(str(x)).replace(" ", "\u00a0") if str(x) else ""
+                     for x in v["time"]]
+    # prior and posterior moments share one scale: the parameter's log where the prior is set
+    # on it (e.g. a log-t prior of tau²), so both say so
+    def on(sc, p):
+        return f" on log {p}" if sc == "log" else ""
+
+    v["prior mean (SD)"] = [f"{m:.3g} ({s:.3g}){on(sc, p)}" for m, s, sc, p in
+                            t[["prior_mean", "prior_sd", "scale", "parameter"]].to_numpy()]
+    v["posterior mean (SD)"] = [f"{m:.3g} ({s:.3g}){on(sc, p)}" for m, s, sc, p in
+                                t[["post_mean", "post_sd", "scale", "parameter"]].to_numpy()]
     v["contraction"] = t["contraction"].to_numpy()
     v["prior CDF at posterior median"] = t["prior_cdf_at_median"].to_numpy()
     v["flag"] = [_flag(r) for _, r in t.iterrows()]
-    return v
+    return v if v["flag"].astype(bool).any() else v.drop(columns="flag")
 
 
 def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
@@ -58,7 +66,10 @@ def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
           "the data have barely moved the prior and the parameter is decided by the prior. A "
           f"prior-data conflict is a posterior median beyond the prior's {CONFLICT_TAIL:g} or "
           f"{1 - CONFLICT_TAIL:g} quantile. Predictive checks flag a row outside the central "
-          "99% of its prior (conflict) or posterior (outlying) predictive distribution.")
+          "99% of its prior (conflict) or posterior (outlying) predictive distribution. The "
+          "leave-one-out tables compare the expected log predictive density (elpd) of the "
+          "fitted model with the simpler models it generalises: higher is better, and a "
+          "difference within about 2 SE is not a preference.")
     for (outcome, part), checks in an.checks.items():
         where = _where(outcome, part, an)
         for key, title in (("prior_posterior", "prior vs posterior"),
@@ -68,7 +79,7 @@ def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
                 continue
             name = _name(key, outcome, part)
             out.tables[name] = t
-            out.table(name + "_view", _pp_view(t), f"{where}{title}.", csv=False)
+            out.table(name + "_view", _pp_view(t, L), f"{where}{title}.", csv=False)
             for _, r in t.iterrows():
                 f = _flag(r)
                 if f and r.get("priors", "main") == "main":
@@ -97,9 +108,7 @@ def model_checks(an, out: AnalysisOutput, L: Labels) -> None:
         if loo is not None and len(loo):
             out.tables[_name("loo", outcome, part)] = loo
             out.table(_name("loo", outcome, part) + "_view", loo,
-                      f"{where}leave-one-out expected log predictive density of the fitted "
-                      "model and the simpler models it generalises (higher is better; a "
-                      "difference within about 2 SE is not a preference).", csv=False)
+                      f"{where}leave-one-out comparison (elpd).", csv=False)
 
 
 def correlation_answers(an, out: AnalysisOutput, L: Labels) -> None:
@@ -129,7 +138,7 @@ def correlation_answers(an, out: AnalysisOutput, L: Labels) -> None:
             continue
         by = {}
         for name, g, t, setting, txt in pieces:
-            by.setdefault((name, g, t), []).append(f"{setting} {txt}")
+            by.setdefault((name, g, t), []).append(f"{setting}: {txt}")
         where = _where(main.outcome, main.part, an)
         for (name, g, t), items in by.items():
             what = (f"contrast {g.replace(' - ', ' − ')}" if name == "contrast"

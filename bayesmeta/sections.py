@@ -40,6 +40,15 @@ def _cell_order(an, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k")
 
 
+#: marker of an estimate at a cell or over times where its subgroup was not observed
+EXTRAPOLATED = " (EXTRAPOLATION)"
+
+
+def _extrapolated(row) -> bool:
+    """True for a results row flagged as an extrapolation (the nested model's ``flag``)."""
+    return "EXTRAPOLATION" in str(row.get("flag", "") or "")
+
+
 # --------------------------------------------------------------------------------------------
 # answers
 # --------------------------------------------------------------------------------------------
@@ -180,7 +189,8 @@ def side_by_side(an, out, L) -> None:
         rec = {"outcome": oc, "subgroup": sg, "time": L.time(t)}
         for c in cols:
             m = g[g["col"] == c]
-            rec[c] = L.ci(*m.iloc[0][["estimate", "ci_low", "ci_high"]]) if len(m) else ""
+            rec[c] = (L.ci(*m.iloc[0][["estimate", "ci_low", "ci_high"]])
+                      + (EXTRAPOLATED if _extrapolated(m.iloc[0]) else "")) if len(m) else ""
         rows.append(rec)
     show = pd.DataFrame(rows)
     for c in ("outcome", "subgroup", "time"):
@@ -190,7 +200,10 @@ def side_by_side(an, out, L) -> None:
     out.table("side_by_side", df, f"Pooled {L.effect} per cell: estimate [{_lev(an)} "
               f"interval]{' on the ratio scale' if L.ratio else ''}. Classical: confidence "
               "intervals; Bayesian: posterior mean and equal-tailed credible interval. A time "
-              "of 'all ... (pooled)' is an estimate across time points.",
+              "of 'all ... (pooled)' is an estimate across time points."
+              + (" EXTRAPOLATION: an average over times at which the subgroup was not observed "
+                 "(the model's prediction there enters it)." if any(
+                     _extrapolated(r) for _, r in d.iterrows()) else ""),
               show=show, csv=False)
     out.summary = summary_table(an, L, d)
 
@@ -206,7 +219,7 @@ def summary_table(an, L, d: pd.DataFrame) -> pd.DataFrame:
         for src in ("published", "classical", "bayesian"):
             m = g[g["source"] == src]
             rec[src] = (L.ci(*m.iloc[0][["estimate", "ci_low", "ci_high"]]) + f" ({m.iloc[0]['method']})"
-                        if len(m) else "")
+                        + (EXTRAPOLATED if _extrapolated(m.iloc[0]) else "") if len(m) else "")
             if src == "bayesian" and len(m) and len(exc):
                 e = exc[(exc["outcome"] == oc) & (exc["subgroup"] == sg) & (exc["time"] == t)
                         & m.iloc[0]["method"].startswith(tuple(exc["method"]))]
@@ -235,7 +248,8 @@ def forest(an, out, L) -> None:
                            "ci_high": r["yi"] + z * r["sei"]})
         if an.design.row_kind == "published":
             st = st.iloc[:0]
-        rr = res[(res["parameter"] == "mu") & (res["outcome"] == (oc or res["outcome"]))]
+        rr = _cell_order(an, res[(res["parameter"] == "mu")
+                                 & (res["outcome"] == (oc or res["outcome"]))])
         pooled = pd.DataFrame([{"panel": L.cell(x.subgroup if an.design.has("subgroup") else "",
                                                 x.time),
                                 "source": x.source, "label": f"{x.source}: {x.method}",
@@ -283,13 +297,23 @@ def contrasts(an, out, L) -> None:
         rows.append({"outcome": x.outcome, "contrast": x.contrast, "time": L.time(x.time),
                      "source": "bayesian", "method": x.method,
                      "estimate": L.ci(x.estimate, x.ci_low, x.ci_high),
-                     "P(first better)": prob(x.p_first_better)})
+                     "P(first better)": prob(x.p_first_better),
+                     "note": ("EXTRAPOLATION: a subgroup not observed at these times"
+                              if bool(getattr(x, "extrapolation", False)) else "")})
     if len(con):
         out.tables["contrasts"] = con
-    out.table("contrast_view", pd.DataFrame(rows), f"Difference between the first-named and "
-              f"the second subgroup ({_lev(an)} interval), only at times where both are "
-              "observed; 'P(first better)' is the posterior probability that the first-named "
-              "subgroup has the more beneficial effect.", csv=False)
+    view = pd.DataFrame(rows)
+    if "note" in view and not view["note"].astype(bool).any():
+        view = view.drop(columns="note")
+    priors = "".join(f" {oc + ': ' if oc else ''}{_contrast_prior(an, oc).strip()}"
+                     for oc in dict.fromkeys(con["outcome"] if len(con) else [])
+                     if _contrast_prior(an, oc))
+    out.table("contrast_view", view, f"Difference between the first-named and the second "
+              f"subgroup ({_lev(an)} interval) at each time where both are observed, between "
+              "the subgroup means, and averaged over the times of the window (marked "
+              "EXTRAPOLATION where a subgroup was not observed at some of them); "
+              "'P(first better)' is the posterior probability that the first-named subgroup "
+              "has the more beneficial effect." + priors, csv=False)
 
 
 def probabilities(an, out, L) -> None:
@@ -321,11 +345,16 @@ def sensitivity(an, out, L) -> None:
     out.tables["sensitivity"] = sf
     d = _cell_order(an, sf[sf["parameter"] == "mu"])
     setting = d["method"].str.extract(r"\[(.*)\]")[0].fillna(d["method"])
+    model = d["method"].str.extract(r"^([^\s\[(]+)")[0].fillna("")
+    if model.nunique() > 1:  # settings of different models side by side: name the model
+        setting = model + ": " + setting
     show = pd.DataFrame({"outcome": d["outcome"], "cell": [
         L.cell(g if an.design.has("subgroup") else "", t) for g, t in zip(d["subgroup"],
                                                                            d["time"])],
-        "setting": setting, L.effect: [L.ci(a, b, c) for a, b, c in
-                                       d[["estimate", "ci_low", "ci_high"]].to_numpy()]})
+        "setting": setting, L.effect: [L.ci(a, b, c) + (EXTRAPOLATED if _extrapolated(r) else "")
+                                       for (a, b, c), (_, r) in zip(
+                                           d[["estimate", "ci_low", "ci_high"]].to_numpy(),
+                                           d.iterrows())]})
     if not show["outcome"].astype(bool).any():
         show = show.drop(columns="outcome")
     out.h("Sensitivity")

@@ -59,13 +59,18 @@ def _render_one(an, out, L, sa) -> None:
     if sa.absolute is not None and len(sa.absolute):
         a = sa.absolute
         mcid = float(rep.mcid)
+        src = str(rep.baseline_source or "").strip()
         out.answers.append(
             f"{tag}Absolute survival gain for the stated control-arm survival (percentage "
             f"points, median [{lev} CrI]) and NNT: " + "; ".join(
-                f"{L.time(r.time)} {100 * r.gain_median:.1f} [{100 * r.gain_low:.1f}, "
-                f"{100 * r.gain_high:.1f}], {nnt_altman(r.gain_low, r.gain_high, r.gain_median)}"
+                f"{L.time(r.time)}: control {r.baseline}, gain {100 * r.gain_median:.1f} "
+                f"[{100 * r.gain_low:.1f}, {100 * r.gain_high:.1f}], "
+                f"{nnt_altman(r.gain_low, r.gain_high, r.gain_median)}"
                 + (f", P(gain > {100 * mcid:g} points) {prob(r.p_mcid)}" if mcid else "")
-                for r in a.itertuples()) + ".")
+                for r in a.itertuples()) + ". The control-arm survival is an input, not "
+            "estimated from these ORs" + (f"; its stated source: {src}" if src else
+                                          " (no source stated)")
+            + ("" if src.endswith(".") else "."))
     else:
         out.answers.append(
             f"{tag}No absolute survival gain or NNT: they need the control-arm survival at "
@@ -76,6 +81,16 @@ def _render_one(an, out, L, sa) -> None:
         big = nt[nt["n_per_arm"] == nt["n_per_arm"].max()]
         n = int(big["n_per_arm"].iloc[0])
         parts = []
+        if len(big) > 1 and not big["tipping_found"].astype(bool).any():
+            out.answers.append(
+                f"{tag}A new trial with {n} patients per arm (between-trial heterogeneity "
+                "included): assurance " + "; ".join(
+                    f"{L.time(r.time)} {prob(r.assurance)}" for r in big.itertuples())
+                + ". No result of such a trial would make benefit less likely than not at any "
+                "of these times (lowest updated P(OR > 1): " + "; ".join(
+                    f"{L.time(r.time)} {prob(r.p_benefit_extreme)}" for r in big.itertuples())
+                + "): an extreme result is partly read as between-trial heterogeneity.")
+            big = big.iloc[:0]
         for r in big.itertuples():
             tip = (f"it would make benefit less likely than not if it observed an OR below "
                    f"{math.exp(r.tipping_y):.2f} (predictive probability "
@@ -84,8 +99,9 @@ def _render_one(an, out, L, sa) -> None:
                    f"(the lowest updated P(OR > 1) is {prob(r.p_benefit_extreme)}: an extreme "
                    "result is partly read as between-trial heterogeneity)")
             parts.append(f"{L.time(r.time)}: assurance {prob(r.assurance)}; {tip}")
-        out.answers.append(f"{tag}A new trial with {n} patients per arm (between-trial "
-                           "heterogeneity included): " + "; ".join(parts) + ".")
+        if parts:
+            out.answers.append(f"{tag}A new trial with {n} patients per arm (between-trial "
+                               "heterogeneity included): " + "; ".join(parts) + ".")
     if sa.other is not None and len(sa.other):
         out.answers.append(
             f"{tag}Reading: these ORs are read as odds ratios of "
@@ -116,7 +132,7 @@ def _render_one(an, out, L, sa) -> None:
         a = sa.absolute
         show = pd.DataFrame({
             "time": [L.time(t) for t in a["time"]],
-            "control survival (stated)": a["baseline"],
+            "control survival (stated input)": a["baseline"],
             f"survival gain, points [{lev} CrI]": [
                 f"{100 * r.gain_median:.1f} [{100 * r.gain_low:.1f}, {100 * r.gain_high:.1f}]"
                 for r in a.itertuples()],

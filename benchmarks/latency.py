@@ -9,8 +9,12 @@ resident set of one process; and the peak of the summed resident sets of the pro
 polled every 50 ms). A fit prints its own compile (kernel load) and sampling seconds.
 
 :func:`analyses` covers the NNHM, binomial-normal and nested models on 13-18 row tables plus the
-exact and classical CLI calls; :func:`routes` the ways of sampling the PyMC models that were
-measured to choose the backend; :func:`run_all` ``bayesmeta run`` of every bundled spec.
+exact and classical CLI calls. The nested rows are what ``bayesmeta bayes --model nested`` runs:
+the Gaussian hierarchical model by its exact engine (default) or by MCMC (``--engine mcmc``,
+the PyMC twin), each with the within-study correlation refits and the workflow checks of a run;
+the brms-checked library model ``mcmc.fit_nested`` is kept as a separate row. :func:`routes`
+the ways of sampling the PyMC models that were measured to choose the backend; :func:`run_all`
+``bayesmeta run`` of every bundled spec.
 """
 
 from __future__ import annotations
@@ -158,8 +162,9 @@ def sim6x3_csv(path: Path) -> Path:
     return path
 
 
-#: One analysis as a script (the binomial-normal and nested models have no ``bayesmeta bayes``
-#: option): read the CSV, fit with the library defaults, print the result and its timings.
+#: One analysis as a script (the binomial-normal model and the brms-checked nested library model
+#: ``mcmc.fit_nested``): read the CSV, fit with the library defaults, print the result and its
+#: timings.
 _FIT_SCRIPT = r"""
 import json, sys, warnings
 import numpy as np, pandas as pd
@@ -182,6 +187,8 @@ def analysis_cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
     bcg = str(ROOT / "data" / "bcg.csv")
     nested = str(sim6x3_csv(tmp / "sim6x3.csv"))
     cli = [PY, "-m", "bayesmeta"]
+    nested_cli = [*cli, "bayes", nested, "--measure", "MD", "--model", "nested",
+                  "--study", "study", "--time", "time"]
     return [
         ("classical", "`bayesmeta classical bcg.csv --measure RR` (13 rows)",
          [*cli, "classical", bcg, "--measure", "RR"]),
@@ -191,7 +198,13 @@ def analysis_cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
          [*cli, "bayes", bcg, "--measure", "RR", "--engine", "mcmc"]),
         ("binomial-normal MCMC", "`fit_binomial_normal` on bcg's 2x2 tables (13 rows; script)",
          [PY, "-c", _FIT_SCRIPT, "binomial", bcg]),
-        ("nested MCMC", "`fit_nested` on sim6x3 (6 studies x 3 weeks = 18 rows; script)",
+        ("nested exact", "`bayesmeta bayes sim6x3.csv --measure MD --model nested --study study "
+         "--time time` (Gaussian hierarchical model, exact engine; + 4 r-sensitivity refits, "
+         "REML twin, workflow checks; 6 studies x 3 times = 18 rows)", nested_cli),
+        ("nested MCMC", "same with `--engine mcmc` (the PyMC twin of the same model; r refits "
+         "and checks exact as in a run)", [*nested_cli, "--engine", "mcmc"]),
+        ("nested fit_nested", "library `mcmc.fit_nested` on sim6x3 (the brms-checked "
+         "study/time model, not what the pipeline runs; script)",
          [PY, "-c", _FIT_SCRIPT, "nested", nested]),
     ]
 

@@ -1,5 +1,5 @@
 """Benchmarks: ``python benchmarks/run.py [--quick] [--skip-mcmc] [--skip-run] [--skip-routes]
-[--skip-anchors] [--warm N] [--sim-n N]``.
+[--skip-anchors] [--skip-engines] [--skip-latency] [--warm N] [--sim-n N]``.
 
 Writes ``benchmarks/results.md`` (and ``results.json``: the engine/batch/simulate rows, read by
 the report; ``latency.json``: the latency, run, routes and anchors figures): the machine, the date and load, each
@@ -8,7 +8,8 @@ target of issue 14 with its measured figure, then the tables below. Wall time be
 load and CPU time is the steadier figure. Ratios are against a baseline measured in the same run.
 
 1. per-analysis latency (``latency.analyses``): one fresh process per analysis (NNHM by
-   ``bayesmeta bayes --engine mcmc``, binomial-normal and nested by a script doing the same),
+   ``bayesmeta bayes --engine mcmc``; the nested model by ``bayesmeta bayes --model nested``,
+   exact and ``--engine mcmc``; binomial-normal and the library ``mcmc.fit_nested`` by a script),
    cold (empty compile caches) and warm, with the fit's own kernel-load and sampling seconds,
    beside ``bayesmeta bayes`` (exact) and ``bayesmeta classical``;
 2. ``bayesmeta run`` of every bundled spec, cold and warm, with peak memory;
@@ -17,6 +18,10 @@ load and CPU time is the steadier figure. Ratios are against a baseline measured
    when absent;
 4. the routes measured to choose the MCMC backend (``latency.routes``), cold and warm;
 5. exact NNHM vs MCMC per fit, classical battery, batch throughput, ``bayesmeta simulate``.
+
+A skipped part keeps the figures of the previous run (``latency.json`` / ``results.json``),
+shown under a heading that names the date they were measured on, so a partial re-run never
+presents old figures as new ones.
 
 Timings are medians of repeats; no test asserts on them.
 """
@@ -232,15 +237,27 @@ def _versions() -> str:
     return ", ".join(out)
 
 
+#: the per-analysis targets: one MCMC analysis of a 10-40 row table; the exact nested row (the
+#: default engine of the nested model) is held to the same figures
 TARGETS = {"NNHM MCMC": (3.0, 15.0), "binomial-normal MCMC": (3.0, 15.0),
-           "nested MCMC": (3.0, 15.0)}
+           "nested MCMC": (3.0, 15.0), "nested exact": (3.0, 15.0)}
+
+#: part of the results -> its heading's name, for the note on figures kept from a previous run
+PARTS = {"latency": "per-analysis latency", "run": "`bayesmeta run`", "routes": "routes",
+         "anchors": "anchors", "engines": "engines, batch and simulation"}
 
 
-def latency_sections(lat, runall, routes_, anch) -> list[str]:
+def _stale(stale: dict, part: str) -> str:
+    """Heading suffix of a part whose figures were kept from a previous run ('' if measured)."""
+    return f" (not re-run: figures of {stale[part]})" if part in stale else ""
+
+
+def latency_sections(lat, runall, routes_, anch, stale=None) -> list[str]:
+    stale = stale or {}
     L = []
     by = {r["model"]: r for r in lat}
     # targets
-    L += ["## Targets (issue 14)", "",
+    L += ["## Targets", "",
           "| target | measured wall (CPU) | met? |", "|---|---|---|"]
     for model, (tw, tc) in TARGETS.items():
         r = by.get(model)
@@ -248,7 +265,7 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
             L.append(f"| {model}: one CLI call, ≤ {tw:g} s warm, ≤ {tc:g} s cold | "
                      f"{(r or {}).get('error', 'not run')} | no |")
             continue
-        L.append(f"| {model}: one CLI call on a 13-18 row table, ≤ {tw:g} s warm | "
+        L.append(f"| {model}: one CLI call on a 10-40 row table (here 13-18), ≤ {tw:g} s warm | "
                  f"{_f(r['warm_wall'])} ({_f(r['warm_cpu'])} CPU) | "
                  f"{'yes' if r['warm_wall'] <= tw else 'no (wall)'}"
                  f"{'' if r['warm_wall'] <= tw or r['warm_cpu'] > tw else '; CPU time is within'} |")
@@ -265,11 +282,13 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
           "`tests/test_mcmc.py::test_nested_same_seed_identical_with_cold_and_warm_compile_cache` "
           "(`-m slow`, both nutpie routes).", ""]
     # per-analysis latency
-    L += ["## Per-analysis latency (one fresh process per call)", "",
+    L += ["## Per-analysis latency (one fresh process per call)" + _stale(stale, "latency"),
+          "",
           "Cold: empty compile caches (`NUMBA_CACHE_DIR`, PyTensor `base_compiledir`); warm: "
           "median of the further runs with the caches the cold run filled. *load* = the fit's "
           "kernel load (warm) or first compile (cold); *sampling* = nutpie's sampling, 4 chains "
-          "x 2000 draws + 1000 tune. CPU = user + system of the process.", "",
+          "x 2000 draws + 1000 tune (printed by the script rows only). CPU = user + system of the "
+          "process.", "",
           "| case | cold wall (CPU) | cold load + sampling | warm wall (CPU) | warm load + "
           "sampling | all warm walls | peak RSS |", "|---|---|---|---|---|---|---:|"]
     for r in lat:
@@ -283,7 +302,7 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
                  + ", ".join(f"{w:.2f}" for w in r["warm_walls"]) + f" | {r['rss_mb']:.0f} MB |")
     L.append("")
     if runall:
-        L += ["## `bayesmeta run` (all bundled specs)", ""]
+        L += ["## `bayesmeta run` (all bundled specs)" + _stale(stale, "run"), ""]
         if "error" in runall:
             L.append(f"failed: {runall['error']}")
         else:
@@ -297,11 +316,18 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
     # anchors
     if anch is not None:
         nn = by.get("NNHM MCMC", {})
-        ne = by.get("nested MCMC", {})
+        ne = by.get("nested fit_nested", {})  # the model brms fits
         ex = by.get("NNHM exact", {})
         cl = by.get("classical", {})
         rt = {r["route"]: r for r in (routes_ or [])}
-        L += ["## Anchors (same run)", "",
+        if "anchors" not in stale:
+            head = " (same run)"
+        elif "latency" in stale:
+            head = _stale(stale, "anchors")
+        else:
+            head = (_stale(stale, "anchors")[:-1] + "; *ours* from this run: the ratios compare "
+                    "runs at different loads)")
+        L += ["## Anchors" + head, "",
               "| anchor | its figure | ours | ratio (anchor / ours) |", "|---|---|---|---|"]
 
         def row(name, theirs, ours, note=""):
@@ -340,16 +366,17 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
         else:
             row(f"brms {br.get('brms', '')} nested model, first fit in a fresh R session "
                 "(Stan compile + sampling), sim6x3", br["first_s"], ne.get("cold_wall"),
-                " (nested script, cold process)")
+                " (`fit_nested` script, cold process)")
             row("brms first fit vs our warm process", br["first_s"], ne.get("warm_wall"),
-                " (nested script, warm process)")
+                " (`fit_nested` script, warm process)")
             w = ours.get("warm") or {}
             row("brms refit in the same R session (`update(newdata=)`, no recompile)",
                 br["refit_s"], w.get("refit_s"), " (`fit_nested` refit in the same process)")
         L.append("")
     # routes
     if routes_:
-        L += ["## Routes measured for the MCMC backend (NNHM, BCG, 4 x 2000 + 1000 draws)", "",
+        L += ["## Routes measured for the MCMC backend (NNHM, BCG, 4 x 2000 + 1000 draws)"
+              + _stale(stale, "routes"), "",
               "One fresh process per run; cold = empty caches. *compile* = what the process "
               "spent before sampling (PyTensor/numba compile, or the kernels' load), "
               "*sampling* = the sampler's own time.", "",
@@ -379,6 +406,30 @@ def latency_sections(lat, runall, routes_, anch) -> list[str]:
     return L
 
 
+def _previous(out_md: Path) -> tuple[dict, list, dict]:
+    """The previous run's latency.json, results.json rows and {part: "date, load a / b / c"}.
+
+    Files written before the per-part dates were recorded carry one date (results.md's
+    "Generated ... on DATE" line) and one load for every part."""
+    lat = json.loads((HERE / "latency.json").read_text()) if (HERE / "latency.json").exists() \
+        else {}
+    rows = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() \
+        else []
+    when = dict(lat.get("measured") or {})
+    if not when:
+        date = "an earlier run"
+        if out_md.exists():
+            for line in out_md.read_text().splitlines():
+                if line.startswith("Generated by") and " on " in line:
+                    date = line.split(" on ", 1)[1].split(" (", 1)[0]
+                    break
+        load = lat.get("load") or []
+        ld = (f", load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end"
+              if len(load) == 2 else "")
+        when = {part: date + ld for part in PARTS}
+    return lat, rows, when
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -387,35 +438,61 @@ def main(argv=None):
     ap.add_argument("--skip-routes", action="store_true")
     ap.add_argument("--skip-anchors", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-engines", action="store_true",
+                    help="exact vs MCMC, classical battery, batch and simulate")
     ap.add_argument("--warm", type=int, default=3, help="warm repeats per latency case")
     ap.add_argument("--sim-n", type=int, default=100_000, help="simulate: total meta-analyses")
     ap.add_argument("--out", default=str(HERE / "results.md"))
     a = ap.parse_args(argv)
     import latency
 
+    prev, prev_rows, prev_when = _previous(HERE / "results.md")
     rows = []
     state = {"lat": [], "runall": None, "routes": None, "anchors": None}
+    skipped = {"latency": a.skip_latency, "run": a.skip_run, "routes": a.skip_routes,
+               "anchors": a.skip_anchors, "engines": a.skip_engines}
     load0 = os.getloadavg()
+    t_start = time.strftime('%Y-%m-%d %H:%M')
 
     def anchors_step():
         from anchors import anchors
         state["anchors"] = anchors()
 
-    steps = [("per-analysis latency", lambda: None if a.skip_latency
-              else state.__setitem__("lat", latency.analyses(a.warm))),
-             ("bayesmeta run", lambda: None if a.skip_run
-              else state.__setitem__("runall", latency.run_all(a.warm))),
-             ("routes", lambda: None if a.skip_routes
-              else state.__setitem__("routes", latency.routes(max(1, a.warm - 1)))),
-             ("anchors", lambda: None if a.skip_anchors else anchors_step()),
-             ("exact vs MCMC", lambda: bench_exact_vs_pymc(rows, a.quick, a.skip_mcmc)),
-             ("classical battery", lambda: bench_classical(rows, a.quick)),
-             ("batch", lambda: bench_batch(rows, a.quick)),
-             ("simulate", lambda: bench_simulate(rows, a.sim_n, a.quick))]
-    t_start = time.strftime('%Y-%m-%d %H:%M')
-    for name, fn in steps:
+    steps = [("latency", "per-analysis latency",
+              lambda: state.__setitem__("lat", latency.analyses(a.warm))),
+             ("run", "bayesmeta run",
+              lambda: state.__setitem__("runall", latency.run_all(a.warm))),
+             ("routes", "routes",
+              lambda: state.__setitem__("routes", latency.routes(max(1, a.warm - 1)))),
+             ("anchors", "anchors", anchors_step),
+             ("engines", "exact vs MCMC", lambda: bench_exact_vs_pymc(rows, a.quick, a.skip_mcmc)),
+             ("engines", "classical battery", lambda: bench_classical(rows, a.quick)),
+             ("engines", "batch", lambda: bench_batch(rows, a.quick)),
+             ("engines", "simulate", lambda: bench_simulate(rows, a.sim_n, a.quick))]
+    when = {}
+    for part, name, fn in steps:
+        if skipped[part]:
+            continue
+        l0 = os.getloadavg()
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
         fn()
+        l1 = os.getloadavg()
+        if part in when:  # several steps of one part: keep the first start load
+            when[part] = when[part].rsplit(" and ", 1)[0] + f" and {l1[0]:.1f} at the end"
+        else:
+            when[part] = (f"{t_start}, load average {l0[0]:.1f} at the start and {l1[0]:.1f} "
+                          "at the end")
+    # a skipped part keeps the previous run's figures, marked with the date they were taken
+    stale = {}
+    keep = {"latency": ("lat", "latency"), "run": ("runall", "run"),
+            "routes": ("routes", "routes"), "anchors": ("anchors", "anchors")}
+    for part, (key, pkey) in keep.items():
+        if skipped[part] and prev.get(pkey) is not None:
+            state[key] = prev[pkey]
+            stale[part] = when[part] = prev_when.get(part, "an earlier run")
+    if skipped["engines"] and prev_rows:
+        rows = prev_rows
+        stale["engines"] = when["engines"] = prev_when.get("engines", "an earlier run")
     load1 = os.getloadavg()
     import bayesmeta
     lines = [
@@ -431,13 +508,18 @@ def main(argv=None):
         "samples two chains at once). Ratios are against a baseline measured in the same run.",
         "",
     ]
-    lines += latency_sections(state["lat"], state["runall"], state["routes"], state["anchors"])
-    lines += ["## Engines, batch and simulation", "",
+    if stale:
+        lines += ["Parts not re-run in this run keep their previous figures, under a heading "
+                  "that gives the date: " + "; ".join(f"{PARTS[k]}: {v}"
+                                                       for k, v in stale.items()) + ".", ""]
+    lines += latency_sections(state["lat"], state["runall"], state["routes"], state["anchors"],
+                              stale)
+    lines += ["## Engines, batch and simulation" + _stale(stale, "engines"), "",
               "| group | case | seconds | baseline | ratio / throughput |",
               "|---|---|---:|---|---|"]
     for r in rows:
         s = r["seconds"]
-        st = "n/a" if s != s else (f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s")
+        st = "n/a" if s is None or s != s else (f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s")
         lines.append(f"| {r['group']} | {r['case']} | {st} | {r['baseline']} | {r['ratio']} |")
     Path(a.out).write_text("\n".join(lines) + "\n")
 
@@ -452,7 +534,8 @@ def main(argv=None):
     (HERE / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     (HERE / "latency.json").write_text(json.dumps(clean(
         {"latency": state["lat"], "run": state["runall"], "routes": state["routes"],
-         "anchors": state["anchors"], "load": [load0, load1]}), indent=1, default=str))
+         "anchors": state["anchors"], "load": [load0, load1], "measured": when}), indent=1,
+        default=str))
     print("\n".join(lines))
     return 0
 
