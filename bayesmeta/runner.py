@@ -120,7 +120,9 @@ def _run_in_worker(conn, paths, fast, seed, verbose=False):
                 warnings.simplefilter("always")
                 spec = load_spec(p)
             ctx.progress(f"{spec.name} ({spec.kind}){' --fast' if fast else ''}")
-            conn.send(("ok", run_spec(spec, ctx)))
+            out = run_spec(spec, ctx)
+            prerender(out)  # figures and NetCDF as bytes here: the parent has less to draw
+            conn.send(("ok", out))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
         conn.send(("error", err))
     finally:
@@ -130,14 +132,17 @@ def _run_in_worker(conn, paths, fast, seed, verbose=False):
 def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
     """Run every spec; return outputs in spec order.
 
-    With ``jobs > 1`` the MCMC analyses run in one worker process (so their one compiled nested
-    model is shared, as in a serial run) while this process runs the exact and classical ones.
-    Each analysis is seeded from its own spec, so the numbers do not depend on the schedule.
-    The worker is terminated on any error or interrupt before the report is written.
+    With ``jobs > 1`` the MCMC analyses run in one worker process (one process pays the
+    samplers' start-up) while this process runs the exact and classical ones; without MCMC
+    analyses, every second analysis runs in the worker. Each analysis is seeded from its own
+    spec, so the numbers do not depend on the schedule. The worker is terminated on any error
+    or interrupt before the report is written.
     """
     say = ctx.progress
     n = len(specs)
     mcmc_idx = [i for i, s in enumerate(specs) if _uses_mcmc(s)]
+    if not mcmc_idx and n >= 3:
+        mcmc_idx = list(range(1, n, 2))
     rest_idx = [i for i in range(n) if i not in mcmc_idx]
     outputs: list[AnalysisOutput | None] = [None] * n
     proc = conn = None
@@ -153,7 +158,7 @@ def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
                                    ctx.seed, ctx.verbose))
         proc.start()
         child.close()
-        say(f"  {len(mcmc_idx)} MCMC analys{'is' if len(mcmc_idx) == 1 else 'es'} "
+        say(f"  {len(mcmc_idx)} analys{'is' if len(mcmc_idx) == 1 else 'es'} "
             f"({', '.join(specs[i].name for i in mcmc_idx)}) running in a worker process")
         serial = rest_idx
     else:
