@@ -181,7 +181,7 @@ def test_nested_recovers_a_known_subgroup_difference():
         warnings.simplefilter("ignore")
         an = pipeline.analyze(df, measure="GEN", study="trial", time="week",
                               subgroup="disease", models="nested", contrast=("A", "B"),
-                              fast=True, seed=5)
+                              checks=False, within_r_grid=[], fast=True, seed=5)
     res = an.to_frame(0.95)
     nested = res[res["method"].str.contains("-GHM") & (res["source"] == "bayesian")]
     for sub, truth in (("A", -2.0), ("B", -0.5)):

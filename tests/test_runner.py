@@ -175,14 +175,13 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     from bayesmeta import runner
     from bayesmeta.spec import models_dir
 
-    # every bundled analysis is exact: an MCMC copy of the 2014 analysis (its nested model
-    # sampled by PyMC) makes the worker's job
-    text = (models_dir() / "meld_2014_fig3.toml").read_text(encoding="utf-8")
-    text = text.replace('name = "meld-2014-fig3"', 'name = "meld-mcmc"').replace(
-        'model = ["nnhm", "nested"]', 'model = ["nnhm", "nested"]\nengine = "mcmc"')
-    mc = tmp_path / "meld_mcmc.toml"
+    # every bundled analysis is exact: an MCMC copy of the BCG analysis makes the worker's job
+    text = (models_dir() / "bcg.toml").read_text(encoding="utf-8")
+    text = text.replace('name = "bcg"', 'name = "bcg-mcmc"').replace(
+        'engine = "exact"', 'engine = "mcmc"')
+    mc = tmp_path / "bcg_mcmc.toml"
     mc.write_text(text, encoding="utf-8")
-    specs = [mc, models_dir() / "bcg.toml"]
+    specs = [mc, models_dir() / "meld_2014_fig3.toml"]
     # survival (exact, in the parent: its NetCDF is rendered while the worker samples)
     specs_ab = specs + [models_dir() / "survival_2023.toml"]
     a = runner.run(specs_ab, out_dir=tmp_path / "serial", fast=True, jobs=1)
@@ -199,8 +198,8 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
             for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
                 xr.testing.assert_equal(ta[g].to_dataset(), tb[g].to_dataset())
     err = capfd.readouterr().err
-    assert "(worker) meld-mcmc (analysis) --fast" in err
-    assert any("meld-mcmc (analysis) done in" in m and "(worker)" in m for m in lines)
+    assert "(worker) bcg-mcmc (analysis) --fast" in err
+    assert any("bcg-mcmc (analysis) done in" in m and "(worker)" in m for m in lines)
     runner.run(specs, out_dir=tmp_path / "quiet", fast=True, jobs=2)
     assert "(worker)" not in capfd.readouterr().err
 
