@@ -281,7 +281,11 @@ def fit_ghm_mcmc(data=None, *, design: GHMDesign | None = None, draws: int = 200
     from pytensor import config
     with build_model(design), config.change_flags(numba__fastmath=False), \
             warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # sampler chatter (PyMC/PyTensor/ArviZ notices, numerical RuntimeWarnings inside the
+        # sampler); convergence is judged from the draws' own diagnostics, kept with the fit
+        for mod in (r"pymc", r"pytensor", r"arviz", r"nutpie"):
+            warnings.filterwarnings("ignore", module=mod)
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
         try:
             dt = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
                            random_seed=int(seed), progressbar=False,
