@@ -349,7 +349,7 @@ def twin(d: Design, req, *, pair=None) -> Fit | None:
     r = opts.get("r")
     if isinstance(r, BetaPrior):
         opts["r"] = float(r.mean())
-        notes.append(f"within-study correlation r = {r.mean():g} (the mean of its Bayesian prior "
+        notes.append(f"within-study correlation r = {r.mean():.3g} (the mean of its Bayesian prior "
                      f"{r}): REML needs a known r")
     struct = {"independent": "CS", "ar1": "AR", "car": "CAR"}[spec.bayes.study_time]
     test = "knha" if spec.classical.test == "knha" else "z"
@@ -362,6 +362,6 @@ def twin(d: Design, req, *, pair=None) -> Fit | None:
     fit = fit_ghm_reml(design=design, struct=struct, method="REML", test=test,
                        measure=d.measure, outcome=req.coords.get("outcome", ""))
     return _rename(fit, model="multilevel", method=f"REML-GHM ({struct}, "
-                   f"r {design.fixed.get('r', 0):g}{', KNHA' if test == 'knha' else ''})",
+                   f"r {design.fixed.get('r', 0):.3g}{', KNHA' if test == 'knha' else ''})",
                    d=d, coords=req.coords, notes=notes,
                    hidden=() if spec.classical.prediction else ("theta_new",))
