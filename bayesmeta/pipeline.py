@@ -641,7 +641,8 @@ def _nested(an, od, req, base, outcome, part):
             checks = workflow.workflow_checks(
                 fit.inner, nested_part.ghm_table(od), model_options=opts,
                 loo=design.n <= 60, level=an.ci_prob)
-        except Exception as err:  # a check that cannot be computed is reported, not fatal
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+            # a check that cannot be computed numerically is reported, not fatal
             checks = {}
             an.warnings.append(f"{outcome or 'data'}: workflow checks not computed ({err})")
         an.checks[(outcome, part)] = checks
