@@ -37,9 +37,8 @@ import pandas as pd
 from bayesmeta.design import Design
 from bayesmeta.exceptions import SpecError
 from bayesmeta.fits import Fit, Param, RenamedFit
+from bayesmeta.registry import ACROSS_TIME  # a subgroup's hierarchical mean over time points
 
-#: registry time coordinate of a subgroup's hierarchical mean (the mean over time points)
-ACROSS_TIME = "all"
 
 #: ``[bayes]`` keys read by the nested model only
 NESTED_KEYS = ("time_structure", "subgroup_effect", "study_time", "within_correlation",
@@ -234,15 +233,11 @@ class NestedFit(RenamedFit):
         from bayesmeta.ghm_exact import mark_extrapolation
 
         df = super().to_frame(ci_prob, analysis=analysis, outcome=outcome)
-        design = getattr(self.inner, "design", None)
-        if design is None or not callable(design) and not hasattr(design, "estimands"):
-            return df
-        return mark_extrapolation(df, _ParamsView(self, design))
+        return mark_extrapolation(df, _ParamsView(self, self.design))
 
     @property
     def design(self):
-        d = getattr(self.inner, "design", None)
-        return d() if callable(d) else d
+        return self.inner.design
 
     def quantile(self, param, q):
         return self.inner.quantile(self._in(param), q)
@@ -334,7 +329,7 @@ def has_pairs(fit: Fit) -> bool:
     return bool(((g[:, None] == g[None, :]) & (g[:, None] >= 0)).sum() > int((g >= 0).sum()))
 
 
-def twin(d: Design, req, *, pair=None) -> Fit | None:
+def twin(d: Design, req, *, pair=None) -> Fit:
     """The classical twin: REML with fixed cell means, a study intercept, the study x time
     structure and the same sampling covariance (a known r: the spec's, or the mean of its
     prior, stated)."""
