@@ -181,14 +181,29 @@ class Analysis:
                 rows.append(results.row(analysis=self.name, outcome=oc, **row))
         return results.frame(rows)
 
+    def fit_sign(self, record) -> int:
+        """The benefit sign of one fit's effects: the outcome's, reversed for a fit that
+        reports the opposite event (``scale_reversed``: e.g. a survival odds ratio fitted to
+        counts of deaths, log OR(survival) = -log OR(death))."""
+        s = self.sign(record.outcome)
+        return -s if getattr(record.fit, "scale_reversed", False) else s
+
     def exceedance(self) -> pd.DataFrame:
         """P(benefit) and P(beyond each ``[report] thresholds``) for every Bayesian pooled
-        effect (main fits), in each outcome's direction."""
+        effect (main fits), in each outcome's direction. Thresholds are on the data's scale;
+        for a fit on the reversed scale a threshold t is the reversed fit's 1/t (ratio) or -t."""
         frames = []
+        ratio = vocab.is_ratio(self.design.measure)
         for r in self.fits(source="bayesian"):
+            thr = list(self.spec.report.thresholds)
+            rev = getattr(r.fit, "scale_reversed", False)
             d = quantities.exceedance(r.fit, measure=self.design.measure,
-                                      sign=self.sign(r.outcome),
-                                      thresholds=self.spec.report.thresholds)
+                                      sign=self.fit_sign(r),
+                                      thresholds=[(1.0 / t if ratio else -t) if rev else t
+                                                  for t in thr])
+            if rev and thr:  # columns named by the thresholds on the data's scale
+                d = d.rename(columns={f"p_beyond_{(1.0 / t if ratio else -t):g}":
+                                      f"p_beyond_{t:g}" for t in thr})
             if len(d):
                 d.insert(0, "outcome", r.outcome)
                 d.insert(1, "part", r.part)
@@ -200,7 +215,7 @@ class Analysis:
         lev = self.ci_prob if ci_prob is None else ci_prob
         frames = []
         for r in self.fits(source="bayesian"):
-            d = quantities.bayes_contrasts(r.fit, sign=self.sign(r.outcome), level=lev)
+            d = quantities.bayes_contrasts(r.fit, sign=self.fit_sign(r), level=lev)
             if len(d):
                 d.insert(0, "outcome", r.outcome)
                 frames.append(d)
@@ -707,9 +722,16 @@ def _survival_counts(an, od, req, base, outcome, part):
     data = pd.DataFrame({"study": r["study"], "time": r["time"], "ai": r["ai"], "n1i": n1,
                          "ci": r["ci"], "n2i": n2})
     kw = ctx.sampling(spec, ctx.next_offset())
-    res = survival.fit_survival_counts(data, analysis=an.name, outcome=outcome or "survival",
-                                       warn=False, **kw)
-    an.records.append(FitRecord(registry.survival_fit(res, od, base), outcome, part))
+    events = spec.report.events or "deaths"
+    res = survival.fit_survival_counts(data, events=events, analysis=an.name,
+                                       outcome=outcome or "survival", warn=False, **kw)
+    fit = registry.survival_fit(res, od, base)
+    # the model reports cumulative survival odds ratios; counts of deaths make the data's OR
+    # an odds ratio of death, its reciprocal: the benefit direction of the fit is reversed
+    fit.scale_reversed = events == "deaths"
+    if fit.scale_reversed:
+        fit.method += " (survival OR: > 1 favours the treatment)"
+    an.records.append(FitRecord(fit, outcome, part))
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def answers(an, out: AnalysisOutput, L: Labels) -> None:
                             & (exc["subgroup"] == r.fit.coord(p, "subgroup"))
                             & (exc["time"] == r.fit.coord(p, "time"))]
                     if len(m):
-                        txt += f", P({L.benefit(an.sign(oc))}) {_eq(m['p_benefit'].iloc[0])}"
+                        txt += f", P({L.benefit(an.fit_sign(r))}) {_eq(m['p_benefit'].iloc[0])}"
                 items.append(txt)
         if not items:
             continue

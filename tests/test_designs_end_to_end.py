@@ -100,6 +100,20 @@ def test_python_every_model_gives_cells_and_contrasts(python_run):
     con = nested[nested["parameter"] == "contrast"]
     assert set(con["subgroup"]) == {"A - B"} and "all" in set(con["time"])
     assert len(an.exceedance()) and np.all(an.exceedance()["p_benefit"].between(0, 1))
+    if name == "binary":
+        # counts of deaths (lower is better); the survival-counts model reports cumulative
+        # survival ORs, the reciprocal: its benefit is survival OR > 1, by definition
+        rec = next(r for r in an.fits() if r.fit.model == "survival-counts")
+        assert rec.fit.scale_reversed
+        exc = an.exceedance()
+        for p in rec.fit.params():
+            if p.name != "mu":
+                continue
+            got = exc[(exc["method"] == rec.fit.method) & (exc["subgroup"] == p.get(
+                "subgroup", rec.fit.coords.get("subgroup", ""))) & (exc["time"] == p.get(
+                    "time"))]["p_benefit"]
+            draws = rec.fit.draws(p)
+            assert float(got.iloc[0]) == pytest.approx(float(np.mean(draws > 0)), abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["binary", "continuous"])
