@@ -187,6 +187,12 @@ def _drop_absent(opts: dict, table: pd.DataFrame) -> tuple[dict, list]:
     return o, why
 
 
+def part_options(spec, d: Design, req, pair=None, table=None) -> tuple[dict, list]:
+    """(build_design options, reasons for dropped ones) of one part: :func:`options` with
+    what the part cannot carry dropped."""
+    return _drop_absent(options(spec, d, req, pair), ghm_table(d) if table is None else table)
+
+
 def _sort_key(t):
     try:
         return (0, float(t), t)
@@ -265,7 +271,7 @@ def fit_part(d: Design, req, *, engine: str, pair=None, setting: str = "",
 
     spec, ctx = req.spec, req.ctx
     table = ghm_table(d)
-    opts, why = _drop_absent(options(spec, d, req, pair), table)
+    opts, why = part_options(spec, d, req, pair, table)
     if r_override is not None:
         opts["r"] = float(r_override)
     outcome = req.coords.get("outcome", "")
@@ -349,7 +355,7 @@ def twin(d: Design, req, *, pair=None) -> Fit:
 
     spec = req.spec
     table = ghm_table(d)
-    opts, why = _drop_absent(options(spec, d, req, pair), table)
+    opts, why = part_options(spec, d, req, pair, table)
     notes = list(why)
     r = opts.get("r")
     if isinstance(r, BetaPrior):

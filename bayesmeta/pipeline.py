@@ -652,8 +652,7 @@ def _nested(an, od, req, base, outcome, part):
             an.records.append(FitRecord(f, outcome, part, role="sensitivity",
                                         setting=f"r = {rv:g}"))
     if spec.bayes.checks:
-        opts = nested_part.options(spec, od, req, pair)
-        opts, _ = nested_part._drop_absent(opts, nested_part.ghm_table(od))
+        opts, _ = nested_part.part_options(spec, od, req, pair)
         try:
             checks = workflow.workflow_checks(
                 fit.inner, nested_part.ghm_table(od), model_options=opts,

@@ -197,12 +197,7 @@ def run_simulation(spec, ctx) -> AnalysisOutput:
     if res.table["n_failed"].sum():
         out.warnings.append(f"{int(res.table['n_failed'].sum())} fits returned no interval "
                             "(excluded from their cell; counts in n_failed)")
-    if spec.report.notes:
-        out.p(spec.report.notes)
-    from bayesmeta.sections import provenance_paragraph
-
-    provenance_paragraph(spec, out)
-    return out
+    return _finish(spec, out)
 
 
 def run_nested_simulation(spec, ctx) -> AnalysisOutput:
@@ -278,9 +273,14 @@ def run_nested_simulation(spec, ctx) -> AnalysisOutput:
     if table["n_failed"].sum():
         out.warnings.append(f"{int(table['n_failed'].sum())} targets got no interval "
                             "(excluded from their row; counts in n_failed)")
-    if spec.report.notes:
-        out.p(spec.report.notes)
+    return _finish(spec, out)
+
+
+def _finish(spec, out: AnalysisOutput) -> AnalysisOutput:
+    """The spec's free-text notes and provenance paragraph, last on a simulation page."""
     from bayesmeta.sections import provenance_paragraph
 
+    if spec.report.notes:
+        out.p(spec.report.notes)
     provenance_paragraph(spec, out)
     return out
