@@ -313,12 +313,61 @@ def sample(problem: Problem, *, draws: int, tune: int, chains: int, cores: int, 
                            problem=problem, logp_address=logp.address,
                            expand_address=expand.address)
     t0 = time.perf_counter()
-    dt = nutpie.sample(model, draws=draws, tune=tune, chains=chains, cores=cores,
-                       seed=int(seed), progress_bar=False, target_accept=target_accept,
-                       save_warmup=False)
+    raw = nutpie.sample(model, draws=draws, tune=tune, chains=chains, cores=cores,
+                        seed=int(seed), progress_bar=False, target_accept=target_accept,
+                        save_warmup=False, return_raw_trace=True)
     sample_s = time.perf_counter() - t0
-    keep = {k: v.to_dataset() for k, v in dt.children.items() if not k.startswith("warmup")}
-    return xr.DataTree.from_dict({f"/{k}": v for k, v in keep.items()}), load_s, sample_s
+    return _trace_tree(raw, problem), load_s, sample_s
+
+
+def _trace_tree(raw, problem: Problem):
+    """posterior and sample_stats of nutpie's raw Arrow trace as a DataTree: the draws after
+    tuning, each chain's rows in order (chains shorter than the longest padded with NaN, as
+    nutpie's own conversion does); the per-draw scalar statistics (numbers and flags; nutpie's
+    vector-valued diagnostics and text messages are not kept); outputs named in
+    ``problem.drop`` left out. The same arrays as ``nutpie.sample`` returns without
+    ``return_raw_trace`` (tests/test_mcmc_backend.py), without its conversion's overhead."""
+    import pyarrow as pa
+    import xarray as xr
+
+    draw_batches, stat_batches = raw.get_arrow_trace()
+    keeps = [~np.asarray(pa.array(sb.column("tuning")).to_numpy(zero_copy_only=False), bool)
+             for sb in stat_batches]
+    n_chain, n_draw = len(keeps), max(int(k.sum()) for k in keeps)
+
+    def stack(batches, name, shape, dtype):
+        out = np.full((n_chain, n_draw, *shape), np.nan) if dtype.kind == "f" else \
+            np.zeros((n_chain, n_draw, *shape), dtype=dtype)
+        for c, (b, keep) in enumerate(zip(batches, keeps)):
+            a = pa.array(b.column(name))
+            if shape:
+                a = a.flatten()
+            if a.null_count:  # absent entries (e.g. no divergence): NaN, or 0 for integers
+                a = a.fill_null(np.nan if dtype.kind == "f" else 0)
+            v = a.to_numpy(zero_copy_only=False).reshape((len(keep), *shape))[keep]
+            out[c, :len(v)] = v
+        return out
+
+    coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw)}
+    post = {}
+    for name, shape, dims in problem.outputs:
+        if name in problem.drop:
+            continue
+        post[name] = (("chain", "draw", *dims), stack(draw_batches, name, shape, np.dtype(float)))
+        coords.update({d: problem.coords[d] for d in dims})
+    stats = {}
+    for field in stat_batches[0].schema:
+        name = field.name
+        if name in ("chain", "draw"):
+            continue
+        t = pa.field(field).type
+        if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)):
+            continue  # vectors (lists) and messages
+        dtype = np.dtype(t.to_pandas_dtype())
+        stats[name] = (("chain", "draw"), stack(stat_batches, name, (), dtype))
+    cc = {"chain": coords["chain"], "draw": coords["draw"]}
+    return xr.DataTree.from_dict({"/posterior": xr.Dataset(post, coords=coords),
+                                  "/sample_stats": xr.Dataset(stats, coords=cc)})
 
 
 def logp_and_grad(problem: Problem, x) -> tuple[float, np.ndarray, int]:
