@@ -263,6 +263,20 @@ def test_tau(pair):
     np.testing.assert_allclose(fit.cdf("tau", 0.5 * x), ref.cdf_tau(0.5 * x), **QUADRATURE)
 
 
+def test_tau_many_quantiles(pair):
+    """Many probabilities at once (the search starts from the CDF tabulated at the grid
+    nodes): each quantile checked through the brute-force CDF, like the three above."""
+    fit, ref = pair
+    p = np.array([0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999])
+    u = np.sort(np.concatenate([p, (np.arange(40) + 0.5) / 40]))
+    q = fit.quantile("tau", u)
+    assert np.all(np.diff(q) >= 0)
+    for qi, pi in zip(q, u):
+        if pi in p:
+            _check_quantile(qi, pi, ref.cdf_tau, ref._pdf_tau)
+    np.testing.assert_allclose(fit.cdf("tau", q), u, **QUADRATURE)
+
+
 def test_theta_new(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: mu)
