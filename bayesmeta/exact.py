@@ -363,6 +363,10 @@ def _mix_quantiles(M, S, W, qs, xtol=1e-13):
 
 #: from this many probabilities on, tau quantiles start from the CDF tabulated at the nodes
 _TABLE_MIN_Q = 16
+#: |t - t_j| / h from which the tau CDF uses the asymptotic series of Si (_tau_cdf_many)
+_SI_FAR = 100.0
+#: points per block of those many-point evaluations
+_BLOCK = 512
 
 
 def _hermite_inverse(q, t0, t1, F0, F1, f0, f1, d0, d1):
@@ -490,8 +494,11 @@ class ExactResult:
         """:meth:`_tau_pdf_t` for a 1-D array ``t``, with one sine per point: the nodes are
         integer multiples n_j of the step h, so sin(pi (t - t_j) / h) = (-1)^n_j sin(pi t / h)
         (equal up to rounding; it only scales the Newton steps of :meth:`_tau_quantiles`)."""
-        g = self._grid
         t = np.asarray(t, dtype=float)
+        if t.size > _BLOCK:
+            return np.concatenate([self._tau_pdf_fast(t[i:i + _BLOCK])
+                                   for i in range(0, t.size, _BLOCK)])
+        g = self._grid
         u = (t[:, None] - g.t) / g.h
         sgn = 1.0 - 2.0 * (np.rint(g.t / g.h) % 2)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -500,6 +507,45 @@ class ExactResult:
         if on.any():
             f[on] = (np.where(u[on] == 0, g.weight, 0.0)).sum(-1) / g.h
         return f
+
+    def _tau_cdf_many(self, t):
+        """:meth:`_tau_cdf_t` for a 1-D array ``t`` of many points, with few sine integrals.
+
+        In units of the step, u_j = t/h - n_j exactly (h a power of two, n_j integers). Nodes
+        with |u_j| < 100 use scipy's Si; the others the asymptotic series
+        Si(pi u)/pi = sgn(u)/2 - (-1)^n_j [cos(pi t/h) v P(v^2) + sin(pi t/h) v^2 Q(v^2)] / pi,
+        v = 1 / (pi u), P = 1 - 2! v^2 + 4! v^4 - 6! v^6, Q = 1 - 3! v^2 + 5! v^4 - 7! v^6,
+        whose first omitted terms are below 1e-15 of the kept ones at pi |u| >= 314.
+        """
+        t = np.asarray(t, dtype=float)
+        if t.size > _BLOCK:  # bounded memory: (points x nodes) arrays per block
+            return np.concatenate([self._tau_cdf_many(t[i:i + _BLOCK])
+                                   for i in range(0, t.size, _BLOCK)])
+        g = self._grid
+        x = t / g.h
+        nj = np.rint(g.t / g.h)
+        far_u = _SI_FAR
+        # near nodes: a contiguous run of the sorted nodes around each point
+        j0 = np.searchsorted(nj, x - far_u, side="right")
+        j1 = np.searchsorted(nj, x + far_u, side="left")
+        width = int(max((j1 - j0).max(initial=0), 1))
+        idx = np.minimum(j0[:, None] + np.arange(width), nj.size - 1)
+        near_ok = (np.arange(width)[None, :] < (j1 - j0)[:, None])
+        un = x[:, None] - nj[idx]
+        si, _ = special.sici(math.pi * un)
+        near = (np.where(near_ok, (0.5 + si / math.pi) * g.weight[idx], 0.0)).sum(-1)
+        below = np.concatenate([[0.0], np.cumsum(g.weight)])[j0]   # far nodes left of t
+        # far nodes: the series (near ones masked out)
+        u = x[:, None] - nj
+        with np.errstate(divide="ignore"):
+            v = np.where(np.abs(u) >= far_u, 1.0 / (math.pi * u), 0.0)
+        v2 = v * v
+        P = v * (1.0 + v2 * (-2.0 + v2 * (24.0 - 720.0 * v2)))
+        Q = v2 * (1.0 + v2 * (-6.0 + v2 * (120.0 - 5040.0 * v2)))
+        c = g.weight * (1.0 - 2.0 * (nj % 2))
+        xr = x - 2.0 * np.rint(0.5 * x)                 # exact: the phase modulo 2
+        far = -(np.cos(math.pi * xr) * (P @ c) + np.sin(math.pi * xr) * (Q @ c)) / math.pi
+        return np.clip(below + near + far, 0.0, 1.0)
 
     @cached_property
     def _tau_table(self):
@@ -588,17 +634,17 @@ class ExactResult:
             j = np.clip(np.searchsorted(Fn, qs), 1, tn.size - 1)
             i = j - 1
             t = _hermite_inverse(qs, tn[i], tn[j], Fn[i], Fn[j], fn[i], fn[j], dfn[i], dfn[j])
-            pdf = self._tau_pdf_fast
+            pdf, cdf = self._tau_pdf_fast, self._tau_cdf_many
         else:
             # start from the discrete weights
             cw = np.cumsum(g.weight)
             j = np.clip(np.searchsorted(cw, qs), 0, g.t.size - 1)
             t = g.t[j].astype(float)
-            pdf = self._tau_pdf_t
+            pdf, cdf = self._tau_pdf_t, self._tau_cdf_t
         lo = np.full(qs.shape, g.t[0] - 10 * g.h)
         hi = np.full(qs.shape, g.t[-1] + 10 * g.h)
         for _ in range(100):
-            F = self._tau_cdf_t(t) - qs
+            F = cdf(t) - qs
             f = pdf(t)
             lo = np.where(F < 0, t, lo)
             hi = np.where(F > 0, t, hi)

@@ -277,6 +277,19 @@ def test_tau_many_quantiles(pair):
     np.testing.assert_allclose(fit.cdf("tau", q), u, **QUADRATURE)
 
 
+def test_tau_cdf_series_matches_sine_integral(pair):
+    """The many-point CDF of tau (asymptotic series of Si beyond 100 steps from a node)
+    against the direct sum with scipy's sine integral at every node, off and on the nodes."""
+    fit, _ = pair
+    g = fit._grid
+    if g.t.size < 2:
+        pytest.skip("tau fixed")
+    rng = np.random.default_rng(1)
+    t = np.concatenate([rng.uniform(g.t[0] - 150 * g.h, g.t[-1] + 150 * g.h, 700),
+                        g.t[:: max(g.t.size // 50, 1)]])
+    np.testing.assert_allclose(fit._tau_cdf_many(t), fit._tau_cdf_t(t), rtol=0, atol=1e-13)
+
+
 def test_theta_new(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: mu)
