@@ -264,11 +264,16 @@ def _mix_quantile(p, M, S, W, x0, lo, hi, tol=1e-13, maxiter=60):
         hi[active] = np.where(f >= 0, x[active], hi[active])
         with np.errstate(divide="ignore", invalid="ignore"):
             xn = x[active] - f / d
-        bad = ~np.isfinite(xn) | (xn <= lo[active]) | (xn >= hi[active])
+        # a Newton step below the tolerance ends the search before the bracket test: at the
+        # root F(x) - p is rounding noise, and a step of that noise can land on the bracket
+        # end just set to x (a bisection there would restart from the wide initial bracket)
+        small = np.isfinite(xn) & (np.abs(xn - x[active]) <= tol * (1 + np.abs(xn)))
+        bad = ~small & (~np.isfinite(xn) | (xn <= lo[active]) | (xn >= hi[active]))
         xn = np.where(bad, 0.5 * (lo[active] + hi[active]), xn)
         scale = np.abs(hi[active] - lo[active]) + np.abs(xn)
-        done = (np.abs(xn - x[active]) <= tol * (1 + np.abs(xn))) | (scale == 0)
-        x[active] = xn
+        done = small | (f == 0) | (np.abs(xn - x[active]) <= tol * (1 + np.abs(xn))) \
+            | (scale == 0)
+        x[active] = np.where(f == 0, x[active], xn)
         active = active[~done]
     return x
 
@@ -286,18 +291,26 @@ class _LogPost:
     def __init__(self, Y0, V0, mask, prior, m0, p0, t_lo):
         self.Y0, self.V0, self.mask, self.prior = Y0, V0, mask, prior
         self.m0, self.p0, self.t_lo = m0, p0, t_lo
+        self._full = bool(mask.all())
 
     def _cond(self, T):
         """Conditional mean/var of mu and log marginal likelihood at tau nodes T (n, G)."""
         Y0, V0, mask, p0, m0 = self.Y0, self.V0, self.mask, self.p0, self.m0
         t2 = T * T
-        vt = V0[:, None, :] + t2[:, :, None]
-        w = np.where(mask[:, None, :], 1.0 / vt, 0.0)
+        vt = V0[:, None, :] + t2[:, :, None]                # (n, G, k)
+        w = 1.0 / vt
+        full = self._full
+        if not full:
+            w *= mask[:, None, :]
         sw = w.sum(axis=2) + p0
-        swy = (w * Y0[:, None, :]).sum(axis=2) + p0 * m0
+        # sums over studies as batched matrix-vector products (no (n, G, k) temporaries)
+        swy = np.matmul(w, Y0[:, :, None])[..., 0] + p0 * m0
         m = swy / sw
-        swyy = (w * (Y0 * Y0)[:, None, :]).sum(axis=2) + p0 * m0 * m0
-        logdet = np.where(mask[:, None, :], np.log(vt), 0.0).sum(axis=2)
+        swyy = np.matmul(w, (Y0 * Y0)[:, :, None])[..., 0] + p0 * m0 * m0
+        logv = np.log(vt, out=vt)
+        if not full:
+            logv *= mask[:, None, :]                        # padded studies add nothing
+        logdet = logv.sum(axis=2)
         loglik = -0.5 * (logdet + np.log(sw) + swyy - swy * m)
         return m, 1.0 / sw, loglik
 

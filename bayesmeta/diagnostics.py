@@ -20,7 +20,6 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-import arviz as az
 import numpy as np
 
 from bayesmeta.exceptions import ConvergenceWarning
@@ -153,6 +152,8 @@ def check_convergence(datatree, var_names=None, *, warn: bool = True,
         post_ds = post_ds[list(var_names)]
     n_chains = int(post_ds.sizes.get("chain", 1))
     n_draws = int(post_ds.sizes.get("draw", 0))
+    import arviz as az  # here, not at import: the exact engines' results never need it
+
     with warnings.catch_warnings():
         # ArviZ warns about tiny per-chain ESS itself; our message below is the one that counts.
         # (ArviZ's own notes on short chains and the arithmetic warnings of constant draws)

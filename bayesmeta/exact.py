@@ -361,6 +361,39 @@ def _mix_quantiles(M, S, W, qs, xtol=1e-13):
     return x
 
 
+#: from this many probabilities on, tau quantiles start from the CDF tabulated at the nodes
+_TABLE_MIN_Q = 16
+#: |t - t_j| / h from which the tau CDF uses the asymptotic series of Si (_tau_cdf_many)
+_SI_FAR = 100.0
+#: points per block of those many-point evaluations
+_BLOCK = 512
+
+
+def _hermite_inverse(q, t0, t1, F0, F1, f0, f1, d0, d1):
+    """x in [t0, t1] with H(x) = q, H the quintic Hermite interpolant of F with first and
+    second derivatives (f, d) at t0 and t1 (bracketed Newton steps on H; a start only)."""
+    d = t1 - t0
+    m0, m1, a0, a1 = f0 * d, f1 * d, d0 * d * d, d1 * d * d
+    c = (F0, m0, 0.5 * a0,
+         -10 * F0 - 6 * m0 - 1.5 * a0 + 0.5 * a1 - 4 * m1 + 10 * F1,
+         15 * F0 + 8 * m0 + 1.5 * a0 - a1 + 7 * m1 - 15 * F1,
+         -6 * F0 - 3 * m0 - 0.5 * a0 + 0.5 * a1 - 3 * m1 + 6 * F1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(F1 > F0, (q - F0) / (F1 - F0), 0.5)
+    x = np.clip(np.where(np.isfinite(x), x, 0.5), 0.0, 1.0)
+    for _ in range(6):
+        H = c[5]
+        dH = 5 * c[5]
+        for i in (4, 3, 2, 1):
+            H = H * x + c[i]
+            dH = dH * x + i * c[i]
+        H = H * x + c[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xn = x - (H - q) / dH
+        x = np.clip(np.where(np.isfinite(xn), xn, x), 0.0, 1.0)
+    return t0 + x * d
+
+
 # ------------------------------------------------------------------------------------------
 # result
 # ------------------------------------------------------------------------------------------
@@ -457,6 +490,91 @@ class ExactResult:
         u = (np.asarray(t, dtype=float)[..., None] - g.t) / g.h
         return (np.sinc(u) * g.weight).sum(-1) / g.h
 
+    def _tau_pdf_fast(self, t):
+        """:meth:`_tau_pdf_t` for a 1-D array ``t``, with one sine per point: the nodes are
+        integer multiples n_j of the step h, so sin(pi (t - t_j) / h) = (-1)^n_j sin(pi t / h)
+        (equal up to rounding; it only scales the Newton steps of :meth:`_tau_quantiles`)."""
+        t = np.asarray(t, dtype=float)
+        if t.size > _BLOCK:
+            return np.concatenate([self._tau_pdf_fast(t[i:i + _BLOCK])
+                                   for i in range(0, t.size, _BLOCK)])
+        g = self._grid
+        u = (t[:, None] - g.t) / g.h
+        sgn = 1.0 - 2.0 * (np.rint(g.t / g.h) % 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.sin(math.pi * t / g.h) / math.pi * ((g.weight * sgn) / u).sum(-1) / g.h
+        on = (u == 0).any(-1)          # on a node: sinc is 1 there and 0 at the others
+        if on.any():
+            f[on] = (np.where(u[on] == 0, g.weight, 0.0)).sum(-1) / g.h
+        return f
+
+    def _tau_cdf_many(self, t):
+        """:meth:`_tau_cdf_t` for a 1-D array ``t`` of many points, with few sine integrals.
+
+        In units of the step, u_j = t/h - n_j exactly (h a power of two, n_j integers). Nodes
+        with |u_j| < 100 use scipy's Si; the others the asymptotic series
+        Si(pi u)/pi = sgn(u)/2 - (-1)^n_j [cos(pi t/h) v P(v^2) + sin(pi t/h) v^2 Q(v^2)] / pi,
+        v = 1 / (pi u), P = 1 - 2! v^2 + 4! v^4 - 6! v^6, Q = 1 - 3! v^2 + 5! v^4 - 7! v^6,
+        whose first omitted terms are below 1e-15 of the kept ones at pi |u| >= 314.
+        """
+        t = np.asarray(t, dtype=float)
+        if t.size > _BLOCK:  # bounded memory: (points x nodes) arrays per block
+            return np.concatenate([self._tau_cdf_many(t[i:i + _BLOCK])
+                                   for i in range(0, t.size, _BLOCK)])
+        g = self._grid
+        x = t / g.h
+        nj = np.rint(g.t / g.h)
+        far_u = _SI_FAR
+        # near nodes: a contiguous run of the sorted nodes around each point
+        j0 = np.searchsorted(nj, x - far_u, side="right")
+        j1 = np.searchsorted(nj, x + far_u, side="left")
+        width = int(max((j1 - j0).max(initial=0), 1))
+        idx = np.minimum(j0[:, None] + np.arange(width), nj.size - 1)
+        near_ok = (np.arange(width)[None, :] < (j1 - j0)[:, None])
+        un = x[:, None] - nj[idx]
+        si, _ = special.sici(math.pi * un)
+        near = (np.where(near_ok, (0.5 + si / math.pi) * g.weight[idx], 0.0)).sum(-1)
+        below = np.concatenate([[0.0], np.cumsum(g.weight)])[j0]   # far nodes left of t
+        # far nodes: the series (near ones masked out)
+        u = x[:, None] - nj
+        with np.errstate(divide="ignore"):
+            v = np.where(np.abs(u) >= far_u, 1.0 / (math.pi * u), 0.0)
+        v2 = v * v
+        P = v * (1.0 + v2 * (-2.0 + v2 * (24.0 - 720.0 * v2)))
+        Q = v2 * (1.0 + v2 * (-6.0 + v2 * (120.0 - 5040.0 * v2)))
+        c = g.weight * (1.0 - 2.0 * (nj % 2))
+        xr = x - 2.0 * np.rint(0.5 * x)                 # exact: the phase modulo 2
+        far = -(np.cos(math.pi * xr) * (P @ c) + np.sin(math.pi * xr) * (Q @ c)) / math.pi
+        return np.clip(below + near + far, 0.0, 1.0)
+
+    @cached_property
+    def _tau_table(self):
+        """(t, F, f, f') at the grid nodes, for starting the Newton search of many quantiles.
+
+        The nodes are integer multiples n_j of the step h, so at a node the sinc CDF and the
+        derivative of the density are discrete convolutions of the weights with
+        1/2 + Si(pi m)/pi and (-1)^m / m (m != 0; the derivative of sinc at integers), done by
+        FFT; the density at a node is its weight / h (sinc is 1 at 0 and 0 at other integers).
+        """
+        g = self._grid
+        n = np.rint(g.t / g.h).astype(np.int64)
+        n -= n[0]
+        L = int(n[-1]) + 1
+        wd = np.zeros(L)
+        wd[n] = g.weight
+        m = np.arange(-(L - 1), L)
+        si, _ = special.sici(math.pi * m)
+        with np.errstate(divide="ignore"):
+            dsinc = np.where(m == 0, 0.0, (1.0 - 2.0 * (m % 2)) / np.where(m == 0, 1, m))
+        size = 1 << int(math.ceil(math.log2(3 * L)))
+        fw = np.fft.rfft(wd, size)
+
+        def conv(kernel):
+            return np.fft.irfft(fw * np.fft.rfft(kernel, size), size)[L - 1:2 * L - 1][n]
+
+        F = np.maximum.accumulate(np.clip(conv(0.5 + si / math.pi), 0.0, 1.0))
+        return g.t, F, g.weight / g.h, conv(dsinc) / g.h ** 2
+
     def cdf(self, param: str, x):
         """Posterior CDF P(param <= x) for 'mu', 'tau', 'tau2', 'theta_new', 'theta[i]'."""
         x = np.asarray(x, dtype=float)
@@ -509,15 +627,25 @@ class ExactResult:
         if isinstance(self.tau_prior, FixedTau):
             return np.full(qs.shape, float(self.tau_prior.value))
         g, mp = self._grid, self._map
-        # start from the discrete weights, then Newton on the sinc CDF in t
-        cw = np.cumsum(g.weight)
-        j = np.clip(np.searchsorted(cw, qs), 0, g.t.size - 1)
-        t = g.t[j].astype(float)
+        if qs.size >= _TABLE_MIN_Q and g.t.size > 1:
+            # start from the CDF at the nodes, interpolated (cubic Hermite: the density at a
+            # node is its weight / h); then Newton on the sinc CDF in t
+            tn, Fn, fn, dfn = self._tau_table
+            j = np.clip(np.searchsorted(Fn, qs), 1, tn.size - 1)
+            i = j - 1
+            t = _hermite_inverse(qs, tn[i], tn[j], Fn[i], Fn[j], fn[i], fn[j], dfn[i], dfn[j])
+            pdf, cdf = self._tau_pdf_fast, self._tau_cdf_many
+        else:
+            # start from the discrete weights
+            cw = np.cumsum(g.weight)
+            j = np.clip(np.searchsorted(cw, qs), 0, g.t.size - 1)
+            t = g.t[j].astype(float)
+            pdf, cdf = self._tau_pdf_t, self._tau_cdf_t
         lo = np.full(qs.shape, g.t[0] - 10 * g.h)
         hi = np.full(qs.shape, g.t[-1] + 10 * g.h)
         for _ in range(100):
-            F = self._tau_cdf_t(t) - qs
-            f = self._tau_pdf_t(t)
+            F = cdf(t) - qs
+            f = pdf(t)
             lo = np.where(F < 0, t, lo)
             hi = np.where(F > 0, t, hi)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -544,8 +672,13 @@ class ExactResult:
             sd = math.sqrt(max(float(g.weight @ g.tau ** 2) - m ** 2, 0.0))
         else:
             sd = math.inf
-        med, lo, hi = self._tau_quantiles(self._ql())
+        med, lo, hi = self._tau_ql
         return _summ(m, sd, med, lo, hi)
+
+    @cached_property
+    def _tau_ql(self) -> np.ndarray:
+        """Median and ``level`` ETI of tau (shared by :attr:`tau` and :attr:`tau2`)."""
+        return self._tau_quantiles(self._ql())
 
     @cached_property
     def tau2(self) -> dict:
@@ -556,7 +689,7 @@ class ExactResult:
             sd = math.sqrt(max(float(g.weight @ g.tau ** 4) - m ** 2, 0.0))
         else:
             sd = math.inf
-        med, lo, hi = self._tau_quantiles(self._ql()) ** 2
+        med, lo, hi = self._tau_ql ** 2
         return _summ(m, sd, med, lo, hi)
 
     def _mix_summary(self, param):
@@ -576,23 +709,31 @@ class ExactResult:
         return self._mix_summary("theta_new")[0]
 
     @cached_property
+    def _theta_rows(self) -> list[dict]:
+        return self._mix_summary("theta")
+
+    @cached_property
     def theta(self) -> pd.DataFrame:
         """Shrinkage estimates of each study's theta_i (index: study label)."""
-        rows = self._mix_summary("theta")
-        return pd.DataFrame(rows, index=pd.Index([str(lab) for lab in self.labels],
-                                                 name="study"))
+        return pd.DataFrame(self._theta_rows,
+                            index=pd.Index([str(lab) for lab in self.labels], name="study"))
 
     def summary(self, param: str) -> dict:
         """Summary dict (mean, sd, median, lower, upper) of a parameter."""
         if param in ("mu", "tau", "tau2", "theta_new"):
             return getattr(self, param)
         if param.startswith("theta[") and param.endswith("]"):
-            return dict(self.theta.iloc[self._study_index(param[6:-1])])
+            return dict(self._theta_rows[self._study_index(param[6:-1])])
         raise SpecError(f"unknown parameter '{param}'",
                         fix="use 'mu', 'tau', 'tau2', 'theta_new' or 'theta[i]'")
 
     def interval(self, param: str, level: float = 0.95) -> tuple[float, float]:
-        """Equal-tailed posterior interval at any ``level``."""
+        """Equal-tailed posterior interval at any ``level`` (at the fit's own ``level``, the
+        summary's interval)."""
+        if level == self.level and (param in ("mu", "tau", "tau2", "theta_new")
+                                    or (param.startswith("theta[") and param.endswith("]"))):
+            s = self.summary(param)
+            return float(s["lower"]), float(s["upper"])
         a = (1.0 - level) / 2.0
         lo, hi = self.quantile(param, [a, 1.0 - a])
         return float(lo), float(hi)
@@ -661,7 +802,7 @@ class ExactResult:
         rows = []
         items = [("mu", self.mu), ("tau", self.tau), ("tau2", self.tau2),
                  ("theta_new", self.theta_new)]
-        items += [(f"theta[{lab}]", dict(r)) for lab, r in self.theta.iterrows()]
+        items += [(f"theta[{lab}]", r) for lab, r in zip(self.labels, self._theta_rows)]
         for name, s in items:
             rows.append(results.row(parameter=name, estimate=s["mean"], se=s["sd"],
                                     ci_low=s["lower"], ci_high=s["upper"], median=s["median"],

@@ -174,7 +174,8 @@ class Fit:
         ci_prob = _check_level(ci_prob)
         summ = self.summary(ci_prob)
         rows = []
-        for p, s in summ.iterrows():
+        # plain dicts per row (iterrows builds a Series per row: most of the time here)
+        for p, s in zip(summ.index, summ.to_dict("records")):
             rows.append(results.row(
                 analysis=analysis,
                 outcome=str(outcome if outcome is not None else self.coords.get("outcome", "")),

@@ -687,6 +687,18 @@ class _PublishedExact:
             self._qcache.update({(label, q): float(v) for q, v in zip(todo, got)})
         return np.array([self._qcache[(label, float(q))] for q in qs])
 
+    def _fill_quantiles(self, labels, qs):
+        """Cache the quantiles of mu / logOR[t] labels (one weight vector W) in one search."""
+        qs = sorted({float(q) for q in qs})
+        todo = [lab for lab in labels if any((lab, q) not in self._qcache for q in qs)]
+        if not todo:
+            return
+        MS = [self.mixture(lab)[:2] for lab in todo]
+        got = _mix_quantiles(np.vstack([m for m, _ in MS]), np.vstack([sd for _, sd in MS]),
+                             self.W, np.array(qs))
+        for lab, row in zip(todo, got):
+            self._qcache.update({(lab, q): float(v) for q, v in zip(qs, row)})
+
     def _new_moments(self, i: int):
         """Mean and SD of logOR_new[t] = logOR[t] + tau_new z (tau_new independent, mean 0)."""
         mean, sd = self._moments(self.th_M[i:i + 1], self.th_S[i:i + 1], self.W)
@@ -699,6 +711,7 @@ class _PublishedExact:
         ql = np.array([0.5, a, 1.0 - a])
         rows = {}
         fin_mu = self.p0 > 0 or self.sig_fin[1]
+        self._fill_quantiles(["mu"] + [f"logOR[{t}]" for t in self.times], ql)
         for lab, M, S, W, fin in (
                 [("mu", self.mu_M, self.mu_S, self.W, fin_mu)]
                 + [(f"logOR[{t}]", self.th_M[i:i + 1], self.th_S[i:i + 1], self.W, True)

@@ -263,6 +263,33 @@ def test_tau(pair):
     np.testing.assert_allclose(fit.cdf("tau", 0.5 * x), ref.cdf_tau(0.5 * x), **QUADRATURE)
 
 
+def test_tau_many_quantiles(pair):
+    """Many probabilities at once (the search starts from the CDF tabulated at the grid
+    nodes): each quantile checked through the brute-force CDF, like the three above."""
+    fit, ref = pair
+    p = np.array([0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999])
+    u = np.sort(np.concatenate([p, (np.arange(40) + 0.5) / 40]))
+    q = fit.quantile("tau", u)
+    assert np.all(np.diff(q) >= 0)
+    for qi, pi in zip(q, u):
+        if pi in p:
+            _check_quantile(qi, pi, ref.cdf_tau, ref._pdf_tau)
+    np.testing.assert_allclose(fit.cdf("tau", q), u, **QUADRATURE)
+
+
+def test_tau_cdf_series_matches_sine_integral(pair):
+    """The many-point CDF of tau (asymptotic series of Si beyond 100 steps from a node)
+    against the direct sum with scipy's sine integral at every node, off and on the nodes."""
+    fit, _ = pair
+    g = fit._grid
+    if g.t.size < 2:
+        pytest.skip("tau fixed")
+    rng = np.random.default_rng(1)
+    t = np.concatenate([rng.uniform(g.t[0] - 150 * g.h, g.t[-1] + 150 * g.h, 700),
+                        g.t[:: max(g.t.size // 50, 1)]])
+    np.testing.assert_allclose(fit._tau_cdf_many(t), fit._tau_cdf_t(t), rtol=0, atol=1e-13)
+
+
 def test_theta_new(pair):
     fit, ref = pair
     m, sd = ref.mean_sd(lambda mu, t: mu)
