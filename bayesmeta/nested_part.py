@@ -301,17 +301,7 @@ def fit_part(d: Design, req, *, engine: str, pair=None, setting: str = "",
         inner = fit_design(design, outcome=outcome, seed=int(ctx.seed_for(spec)))
         method = "exact-GHM"
     method += f" ({_structure_text(design)})" + suffix
-    if engine != "mcmc" and design.subgroup_mode == "random" and len(design.subgroups) > 2 \
-            and not setting:
-        why.append(RANDOM_SUBGROUPS_CAUTION)
     return _rename(inner, model="nested", method=method, d=d, coords=req.coords, notes=why)
-
-
-#: stated on every exact fit with random subgroups of three or more levels
-RANDOM_SUBGROUPS_CAUTION = (
-    "caution: with random subgroups of three or more levels the exact engine failed one "
-    "simulation-based calibration check (an intermittent tail inaccuracy); compare with "
-    "engine = \"mcmc\", which samples the same model")
 
 
 _SPEC_KEY = {"rho": "time_structure", "sigma_time": "time_structure", "windows": "window",

@@ -637,8 +637,6 @@ def _nested(an, od, req, base, outcome, part):
     ctx.progress(f"  nested ({engine}): {outcome or 'data'}{' / ' + part if part else ''}")
     fit = nested_part.fit_part(od, r, engine=engine, pair=pair)
     an.records.append(FitRecord(fit, outcome, part))
-    if nested_part.RANDOM_SUBGROUPS_CAUTION in fit.notes:
-        an.warnings.append(f"{outcome or 'data'}: {nested_part.RANDOM_SUBGROUPS_CAUTION}")
     design = fit.design
     if nested_part.has_pairs(fit):
         for rv in nested_part.r_grid(spec, True):

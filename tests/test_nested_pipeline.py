@@ -233,21 +233,3 @@ def test_cli_refuses_nested_setting_for_nnhm():
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "within_r" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_random_subgroups_with_three_levels_carry_the_calibration_caution():
-    """The exact engine's known SBC discrepancy (tests/test_ghm_calibration.py,
-    random-subgroups) is stated next to the answers whenever that configuration is fitted."""
-    from bayesmeta import nested_part
-
-    d = pd.read_csv(DATA / "design_continuous.csv")
-    d.loc[d["trial"].isin(["S5", "S6"]), "disease"] = "C"
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        three = bm.analyze(d, **CONT, models="nested", subgroup_effect="random", checks=False,
-                           within_r_grid=[])
-    assert any(nested_part.RANDOM_SUBGROUPS_CAUTION in w for w in three.warnings)
-    two = _an(models="nested", subgroup_effect="random", checks=False, within_r_grid=[])
-    assert not any(nested_part.RANDOM_SUBGROUPS_CAUTION in w for w in two.warnings)
