@@ -14,9 +14,13 @@ by refitting without each row.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+import pickle
 import time as _time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -412,6 +416,11 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
     or when k-hat > 0.7."""
     t0 = _time.perf_counter()
     kern = Kernel(design)
+    key = _model_key(design, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
+                     qmc_max_log2=qmc_max_log2, seed=seed, n_draws=n_draws)
+    same = _FITTED.get(key) if key is not None else None
+    if same is not None:
+        return _refit_same(same, design, kern, outcome, t0, warn)
     nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
                       seed=seed)
     moments = None
@@ -434,24 +443,72 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
         nodes.sampler.extend()
         nodes = nodes.sampler.nodes()
         m += 1
+    fit = fit_from_nodes(design, nodes, kern, seed=seed, n_draws=n_draws, tol=tol,
+                         outcome=outcome, warn=warn)
+    if moments is not None:
+        fit.__dict__["_moments"] = moments
+    fit.seconds = _time.perf_counter() - t0
+    fit.provenance["seconds"] = fit.seconds
+    if key is not None:
+        _FITTED[key] = fit
+    return fit
+
+
+def fit_from_nodes(design: GHMDesign, nodes: Nodes, kern: Kernel, *, seed: int, n_draws: int,
+                   tol: float, outcome: str = "", warn: bool = True) -> "GHMExactFit":
+    """The fit of ``design`` with posterior nodes ``nodes`` (warns when they are flagged
+    inaccurate)."""
     if warn and not nodes.diagnostics.get("accurate", True):
         warnings.warn(f"GHM exact engine: integration over {len(design.hypers)} hyperparameters "
                       f"is not accurate ({nodes.kind}: {nodes.diagnostics}); results are "
-                      "flagged NOT ACCURATE", ConvergenceWarning, stacklevel=2)
+                      "flagged NOT ACCURATE", ConvergenceWarning, stacklevel=3)
     meas = design.measure
     prov = {"engine": "exact-GHM", "rule": nodes.kind, "nodes": int(nodes.weight.size),
             "seed": int(seed), "tol": tol,
             "priors": {row.parameter: row.prior for row in design.prior_table().itertuples()},
             "time_structure": design.time_structure, "subgroup": design.subgroup_mode,
             "correlation": design.correlation}
-    fit = GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure=meas,
-                      scale=_SCALES.get(meas, meas), coords={"outcome": outcome} if outcome else {},
-                      notes=tuple(design.notes), provenance=prov, design=design, nodes=nodes,
-                      n_draws=int(n_draws), seed=int(seed), _kernel=kern)
-    if moments is not None:
-        fit.__dict__["_moments"] = moments
+    return GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure=meas,
+                       scale=_SCALES.get(meas, meas), coords={"outcome": outcome} if outcome
+                       else {}, notes=tuple(design.notes), provenance=prov, design=design,
+                       nodes=nodes, n_draws=int(n_draws), seed=int(seed), _kernel=kern)
+
+
+#: fits of this process by model key (:func:`_model_key`), held while the fit is alive: a
+#: second fit of the same model with the same engine settings (a sensitivity value equal to
+#: the main fit's, a simpler model of the checks equal to a sensitivity fit) takes its
+#: nodes and node moments instead of integrating again
+_FITTED: "weakref.WeakValueDictionary[bytes, GHMExactFit]" = weakref.WeakValueDictionary()
+#: what a fit's numbers do not depend on (descriptions)
+_KEY_SKIP = ("notes", "defaults")
+
+
+def _model_key(design: GHMDesign, **engine) -> bytes | None:
+    """Digest of everything the nodes and estimand moments depend on: every field of the
+    design but its descriptions, and the engine settings (None when a field cannot be
+    serialised: no reuse)."""
+    fields = [(f, getattr(design, f)) for f in design.__dataclass_fields__
+              if f not in _KEY_SKIP]
+    try:
+        blob = pickle.dumps((fields, sorted(engine.items())), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an unpicklable prior or option: fit afresh
+        return None
+    return hashlib.sha256(blob).digest()
+
+
+def _refit_same(same: "GHMExactFit", design: GHMDesign, kern: Kernel, outcome: str, t0: float,
+                warn: bool):
+    """A fit of ``design`` from the nodes of ``same`` (the same model and engine settings)."""
+    nodes = copy.copy(same.nodes)
+    nodes.diagnostics = dict(same.nodes.diagnostics)
+    fit = fit_from_nodes(design, nodes, kern, seed=same.seed, n_draws=same.n_draws,
+                         tol=same.provenance.get("tol", TOL), outcome=outcome, warn=warn)
+    for name in ("_theta", "_moments", "_rows", "_joint"):
+        if name in same.__dict__:
+            fit.__dict__[name] = same.__dict__[name]
     fit.seconds = _time.perf_counter() - t0
     fit.provenance["seconds"] = fit.seconds
+    fit.provenance["nodes_of_identical_fit"] = True
     return fit
 
 
@@ -581,9 +638,9 @@ def _loo_all_rows(d: GHMDesign, th: dict):
     inverse per node; a flat prior uses :func:`_loo_conditional` row by row."""
     if d.mean_prior.is_flat:
         return lambda i: _loo_conditional(d, th, i)
-    X, Z = d.X(), d.Z()
+    X = d.X()
     b0, p0 = d.prior_mean()
-    S = Z @ d.G(th) @ Z.T + d.R(th) + (X / p0) @ X.T
+    S = d.Sigma(th) + (X / p0) @ X.T
     Q = np.linalg.inv(S)
     r = d.y - X @ b0
     qd = np.diagonal(Q, axis1=1, axis2=2)
@@ -593,8 +650,8 @@ def _loo_all_rows(d: GHMDesign, th: dict):
 
 def _loo_conditional(d: GHMDesign, th: dict, i: int):
     """Mean and variance of y_i given y_-i and theta (universal kriging with beta's prior)."""
-    X, Z = d.X(), d.Z()
-    S = Z @ d.G(th) @ Z.T + d.R(th)
+    X = d.X()
+    S = d.Sigma(th)
     b0, p0 = d.prior_mean()
     o = np.flatnonzero(np.arange(d.n) != i)
     Soo = S[:, o][:, :, o]
