@@ -31,7 +31,7 @@ from scipy import optimize, special
 from bayesmeta.exceptions import ConvergenceWarning, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame, as_param
 from bayesmeta.ghm import Estimand, GHMDesign, build_design
-from bayesmeta.ghm_kernel import Kernel
+from bayesmeta.ghm_kernel import Kernel, single_threaded
 from bayesmeta.ghm_quad import IS_TOL, TOL, Nodes, integrate
 
 __all__ = ["GHMExactFit", "fit_ghm", "fit_design", "r_sensitivity", "exact_loo",
@@ -51,6 +51,7 @@ def _mix_cdf(x, M, S, W):
     return np.einsum("npq,n->pq", np.where(np.isnan(F), 1.0, F), W)
 
 
+@single_threaded
 def mixture_quantiles(M, S, W, qs, xtol=1e-12):
     """Quantiles of P normal mixtures (components ``M``, ``S`` of shape (N, P), weights ``W``)
     at probabilities ``qs`` (Q,) -> (P, Q).
@@ -404,6 +405,7 @@ def _node_moments(kern: Kernel, design: GHMDesign, x):
     return M, np.sqrt(np.maximum(V, 0.0))
 
 
+@single_threaded
 def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
                qmc_log2: int = 12, qmc_max_log2: int = 15, seed: int = 20240611,
                n_draws: int = 40_000, outcome: str = "", warn: bool = True) -> GHMExactFit:
@@ -565,6 +567,7 @@ def r_sensitivity(data, r_values=(0.0, 0.5, 0.8, 0.9), *, params=None, ci_prob: 
     return pd.DataFrame(rows)
 
 
+@single_threaded
 def exact_loo(fit: GHMExactFit, rows=None) -> pd.DataFrame:
     """Leave-one-out by refitting without each row (same model: levels, priors, estimands).
 
@@ -598,6 +601,7 @@ def exact_loo(fit: GHMExactFit, rows=None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@single_threaded
 def node_loo(fit: GHMExactFit) -> pd.DataFrame:
     """Leave-one-out from the fit's own posterior nodes, without refitting.
 

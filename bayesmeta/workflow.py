@@ -39,6 +39,7 @@ from scipy import special, stats
 
 from bayesmeta.fits import Param
 from bayesmeta.ghm import GHMDesign
+from bayesmeta.ghm_kernel import single_threaded
 
 __all__ = ["prior_predictive", "posterior_predictive", "prior_posterior",
            "prior_posterior_nnhm", "loo_compare",
@@ -287,6 +288,7 @@ def loo_compare(fits: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("elpd_loo", ascending=False).reset_index(drop=True)
 
 
+@single_threaded
 def workflow_checks(fit, data=None, *, model_options: dict | None = None, loo: bool = True,
                     level: float = 0.95) -> dict[str, pd.DataFrame]:
     """All checks for one fit: ``prior_predictive``, ``posterior_predictive``,
@@ -297,7 +299,9 @@ def workflow_checks(fit, data=None, *, model_options: dict | None = None, loo: b
            "prior_posterior": prior_posterior(fit)}
     if loo and data is not None and hasattr(fit, "nodes"):
         from bayesmeta.ghm_exact import fit_ghm
-        opts = dict(model_options or {})
+        # the simpler models are integrated with the fit's own engine seed (the run's seed)
+        opts = {"seed": fit.seed, **(model_options or {})} if hasattr(fit, "seed") else \
+            dict(model_options or {})
         fits = {"fitted model": fit}
         for name, over in simpler_models(fit.design).items():
             o = {**opts, **over}
