@@ -149,7 +149,8 @@ class Kernel:
             # other nodes are solved through the inverse and checked by residual below
             easy = ok & (np.trace(S, axis1=1, axis2=2) <= COND_DIRECT * self._lmin_v(th, N))
             Sg = S if ok.all() else np.where(ok[:, None, None], S, np.eye(n))
-            W = np.linalg.solve(Sg, rhs)
+            # (one batched call over every node is cheaper than selecting the easy ones)
+            W = np.linalg.solve(Sg, rhs) if easy.any() else np.empty(rhs.shape)
             if not easy.all():
                 hard = np.flatnonzero(~easy)
                 Sh = Sg[hard]

@@ -118,3 +118,20 @@ def test_one_blas_thread_scope_restores_threads():
     after = [i["num_threads"] for i in threadpoolctl.threadpool_info()
              if i["user_api"] == "blas"]
     assert all(n == 1 for n in inside[:len(before)]) and after == before
+
+
+def test_loglik_with_r_integrated_equals_the_normal_density():
+    """r with a prior (a different r at every node: every node takes the inverse + residual
+    path) still gives the normal density of y (REASSOCIATED)."""
+    D = ghm.build_design(_rows(), r=ghm.BetaPrior(2.0, 2.0))
+    assert "r" in D.hyper_names
+    k = ghm_kernel.Kernel(D)
+    th = _nodes(D, n=30, lo=-1.0, hi=1.0)
+    ll, _, _ = k.loglik(th)
+    X, Z = D.X(), D.Z()
+    b0, p0 = D.prior_mean()
+    for i in range(30):
+        t = {a: v[i:i + 1] for a, v in th.items()}
+        cov = Z @ D.G(t)[0] @ Z.T + D.R(t)[0] + (X / p0) @ X.T
+        np.testing.assert_allclose(ll[i], stats.multivariate_normal(X @ b0, cov).logpdf(D.y),
+                                   **REASSOCIATED)
