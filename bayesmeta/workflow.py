@@ -293,7 +293,8 @@ def workflow_checks(fit, data=None, *, model_options: dict | None = None, loo: b
                     level: float = 0.95) -> dict[str, pd.DataFrame]:
     """All checks for one fit: ``prior_predictive``, ``posterior_predictive``,
     ``prior_posterior`` and (``loo=True``, exact fits need ``data`` and ``model_options`` to
-    refit the simpler models) ``loo``."""
+    refit the simpler models, with the fit's engine seed unless ``model_options`` gives one)
+    ``loo``."""
     out = {"prior_predictive": prior_predictive(fit.design, level=level),
            "posterior_predictive": posterior_predictive(fit, level=level),
            "prior_posterior": prior_posterior(fit)}
