@@ -545,9 +545,9 @@ class GHMDesign:
 
     def _sigma_terms(self) -> tuple:
         """The parts of Sigma linear in a hyperparameter function, computed once per design:
-        (constant (n, n), names, powers, matrices (k, n*n)) with
-        ``Sigma = constant + sum_j th[name_j] ** power_j * matrix_j`` plus the terms that are
-        not linear (correlations raised to lags), added by :meth:`Sigma`."""
+        (constant (n, n), names, powers, matrices (k + 1, n*n): the k terms, then the
+        constant) with ``Sigma = constant + sum_j th[name_j] ** power_j * matrix_j`` plus the
+        terms that are not linear (correlations raised to lags), added by :meth:`Sigma`."""
         c = self._rowpairs()
         t = c.get("terms")
         if t is not None:
@@ -569,7 +569,9 @@ class GHMDesign:
             mats.append(c["same_s"] * (c["dt"] == 0))
         if self.use_study:
             names.append("sigma_study"), powers.append(2), mats.append(c["same_j"] * 1.0)
-        M = np.array(mats, dtype=float).reshape(len(mats), n * n)
+        # the constant is the last row, multiplied by a column of ones: one pass over the
+        # (N, n, n) result
+        M = np.array(mats + [const], dtype=float).reshape(len(mats) + 1, n * n)
         t = (const, names, powers, M)
         c["terms"] = t
         return t
@@ -583,13 +585,9 @@ class GHMDesign:
         const, names, powers, M = self._sigma_terms()
         N = next(iter(th.values())).shape[0] if th else 1
         n = self.n
-        if names:
-            coef = np.column_stack([np.asarray(th[k], dtype=float) ** pw
-                                    for k, pw in zip(names, powers)])
-            S = (coef @ M).reshape(N, n, n)
-            S += const
-        else:
-            S = np.broadcast_to(const, (N, n, n)).copy()
+        coef = np.column_stack([np.asarray(th[k], dtype=float) ** pw
+                                for k, pw in zip(names, powers)] + [np.ones(N)])
+        S = (coef @ M).reshape(N, n, n)
         if c["same_g"].any() and self.correlation == "decay":
             S += np.where(c["same_g"][None], th["r"][:, None, None] ** c["lag"][None],
                           0.0) * c["se2"][None]
