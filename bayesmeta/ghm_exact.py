@@ -224,6 +224,14 @@ class GHMExactFit(Fit):
         return ""
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        # computed once per level (a fit does not change after fitting); callers get a copy
+        cache = self.__dict__.setdefault("_summaries", {})
+        key = float(ci_prob)
+        if key not in cache:
+            cache[key] = self._summary(key)
+        return cache[key].copy()
+
+    def _summary(self, ci_prob: float) -> pd.DataFrame:
         a = (1.0 - float(ci_prob)) / 2.0
         qs = np.array([0.5, a, 1.0 - a])
         W = self.nodes.weight
