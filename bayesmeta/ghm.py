@@ -543,38 +543,61 @@ class GHMDesign:
             self.__dict__["_rp"] = c
         return c
 
-    def Sigma(self, th: dict) -> np.ndarray:
-        """(N, n, n) covariance of y given beta and theta, ``Z G Z' + R``, assembled entry-wise
-        from the row-pair structure (O(n²) per node instead of O(n g²))."""
+    def _sigma_terms(self) -> tuple:
+        """The parts of Sigma linear in a hyperparameter function, computed once per design:
+        (constant (n, n), names, powers, matrices (k + 1, n*n): the k terms, then the
+        constant) with ``Sigma = constant + sum_j th[name_j] ** power_j * matrix_j`` plus the
+        terms that are not linear (correlations raised to lags), added by :meth:`Sigma`."""
         c = self._rowpairs()
-        N = next(iter(th.values())).shape[0] if th else 1
+        t = c.get("terms")
+        if t is not None:
+            return t
         n = self.n
-        S = np.broadcast_to(np.diag(self.se ** 2), (N, n, n)).copy()
+        const = np.diag(self.se ** 2)
+        names, powers, mats = [], [], []
         if c["same_g"].any():
             if self.correlation == "exchangeable":
-                S += th["r"][:, None, None] * (c["same_g"] * c["se2"])[None]
-            elif self.correlation == "decay":
-                S += np.where(c["same_g"][None], th["r"][:, None, None] ** c["lag"][None],
-                              0.0) * c["se2"][None]
-            else:
-                S += (c["ratio"] * c["se2"])[None]
+                names.append("r"), powers.append(1), mats.append(c["same_g"] * c["se2"])
+            elif self.correlation != "decay":
+                const = const + c["ratio"] * c["se2"]
         if self.use_tau:
-            i = np.arange(n)
-            S[:, i, i] += (th["tau"] ** 2)[:, None] * self.h[None, :]
-            if c["within"] is not None:
-                S += (th["tau"] ** 2)[:, None, None] * np.where(
-                    c["within"][0][None], np.power(th["rho_within"][:, None, None],
-                                                   c["within"][1][None]), 0.0)
+            names.append("tau"), powers.append(2), mats.append(np.diag(self.h.astype(float)))
         if self.use_subgroup:
-            S += (th["sigma_subgroup"] ** 2)[:, None, None] * c["same_s"][None]
-        if self.use_time:
-            if self.use_rho:
-                K = np.power(th["rho"][:, None, None], c["dt"][None])
-            else:
-                K = (c["dt"] == 0)[None].astype(float)
-            S += (th["sigma_time"] ** 2)[:, None, None] * (c["same_s"][None] * K)
+            names.append("sigma_subgroup"), powers.append(2), mats.append(c["same_s"] * 1.0)
+        if self.use_time and not self.use_rho:
+            names.append("sigma_time"), powers.append(2)
+            mats.append(c["same_s"] * (c["dt"] == 0))
         if self.use_study:
-            S += (th["sigma_study"] ** 2)[:, None, None] * c["same_j"][None]
+            names.append("sigma_study"), powers.append(2), mats.append(c["same_j"] * 1.0)
+        # the constant is the last row, multiplied by a column of ones: one pass over the
+        # (N, n, n) result
+        M = np.array(mats + [const], dtype=float).reshape(len(mats) + 1, n * n)
+        t = (const, names, powers, M)
+        c["terms"] = t
+        return t
+
+    def Sigma(self, th: dict) -> np.ndarray:
+        """(N, n, n) covariance of y given beta and theta, ``Z G Z' + R``, assembled from the
+        row-pair structure (O(n²) per node instead of O(n g²)): the terms linear in a
+        hyperparameter function in one matrix product over the nodes, then the
+        correlations raised to lags."""
+        c = self._rowpairs()
+        const, names, powers, M = self._sigma_terms()
+        N = next(iter(th.values())).shape[0] if th else 1
+        n = self.n
+        coef = np.column_stack([np.asarray(th[k], dtype=float) ** pw
+                                for k, pw in zip(names, powers)] + [np.ones(N)])
+        S = (coef @ M).reshape(N, n, n)
+        if c["same_g"].any() and self.correlation == "decay":
+            S += np.where(c["same_g"][None], th["r"][:, None, None] ** c["lag"][None],
+                          0.0) * c["se2"][None]
+        if self.use_tau and c["within"] is not None:
+            S += (th["tau"] ** 2)[:, None, None] * np.where(
+                c["within"][0][None], np.power(th["rho_within"][:, None, None],
+                                               c["within"][1][None]), 0.0)
+        if self.use_time and self.use_rho:
+            K = np.power(th["rho"][:, None, None], c["dt"][None])
+            S += (th["sigma_time"] ** 2)[:, None, None] * (c["same_s"][None] * K)
         return S
 
     def subset(self, keep) -> "GHMDesign":

@@ -14,9 +14,13 @@ by refitting without each row.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+import pickle
 import time as _time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -27,7 +31,7 @@ from scipy import optimize, special
 from bayesmeta.exceptions import ConvergenceWarning, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame, as_param
 from bayesmeta.ghm import Estimand, GHMDesign, build_design
-from bayesmeta.ghm_kernel import Kernel
+from bayesmeta.ghm_kernel import Kernel, single_threaded
 from bayesmeta.ghm_quad import IS_TOL, TOL, Nodes, integrate
 
 __all__ = ["GHMExactFit", "fit_ghm", "fit_design", "r_sensitivity", "exact_loo",
@@ -47,6 +51,7 @@ def _mix_cdf(x, M, S, W):
     return np.einsum("npq,n->pq", np.where(np.isnan(F), 1.0, F), W)
 
 
+@single_threaded
 def mixture_quantiles(M, S, W, qs, xtol=1e-12):
     """Quantiles of P normal mixtures (components ``M``, ``S`` of shape (N, P), weights ``W``)
     at probabilities ``qs`` (Q,) -> (P, Q).
@@ -219,6 +224,14 @@ class GHMExactFit(Fit):
         return ""
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        # computed once per level (a fit does not change after fitting); callers get a copy
+        cache = self.__dict__.setdefault("_summaries", {})
+        key = float(ci_prob)
+        if key not in cache:
+            cache[key] = self._summary(key)
+        return cache[key].copy()
+
+    def _summary(self, ci_prob: float) -> pd.DataFrame:
         a = (1.0 - float(ci_prob)) / 2.0
         qs = np.array([0.5, a, 1.0 - a])
         W = self.nodes.weight
@@ -400,6 +413,7 @@ def _node_moments(kern: Kernel, design: GHMDesign, x):
     return M, np.sqrt(np.maximum(V, 0.0))
 
 
+@single_threaded
 def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
                qmc_log2: int = 12, qmc_max_log2: int = 15, seed: int = 20240611,
                n_draws: int = 40_000, outcome: str = "", warn: bool = True) -> GHMExactFit:
@@ -412,6 +426,11 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
     or when k-hat > 0.7."""
     t0 = _time.perf_counter()
     kern = Kernel(design)
+    key = _model_key(design, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
+                     qmc_max_log2=qmc_max_log2, seed=seed, n_draws=n_draws)
+    same = _FITTED.get(key) if key is not None else None
+    if same is not None:
+        return _refit_same(same, design, kern, outcome, t0, warn)
     nodes = integrate(design, kern, tol=tol, tensor_max_dim=tensor_max_dim, qmc_log2=qmc_log2,
                       seed=seed)
     moments = None
@@ -434,24 +453,72 @@ def fit_design(design: GHMDesign, *, tol: float = TOL, tensor_max_dim: int = 2,
         nodes.sampler.extend()
         nodes = nodes.sampler.nodes()
         m += 1
+    fit = fit_from_nodes(design, nodes, kern, seed=seed, n_draws=n_draws, tol=tol,
+                         outcome=outcome, warn=warn)
+    if moments is not None:
+        fit.__dict__["_moments"] = moments
+    fit.seconds = _time.perf_counter() - t0
+    fit.provenance["seconds"] = fit.seconds
+    if key is not None:
+        _FITTED[key] = fit
+    return fit
+
+
+def fit_from_nodes(design: GHMDesign, nodes: Nodes, kern: Kernel, *, seed: int, n_draws: int,
+                   tol: float, outcome: str = "", warn: bool = True) -> "GHMExactFit":
+    """The fit of ``design`` with posterior nodes ``nodes`` (warns when they are flagged
+    inaccurate)."""
     if warn and not nodes.diagnostics.get("accurate", True):
         warnings.warn(f"GHM exact engine: integration over {len(design.hypers)} hyperparameters "
                       f"is not accurate ({nodes.kind}: {nodes.diagnostics}); results are "
-                      "flagged NOT ACCURATE", ConvergenceWarning, stacklevel=2)
+                      "flagged NOT ACCURATE", ConvergenceWarning, stacklevel=3)
     meas = design.measure
     prov = {"engine": "exact-GHM", "rule": nodes.kind, "nodes": int(nodes.weight.size),
             "seed": int(seed), "tol": tol,
             "priors": {row.parameter: row.prior for row in design.prior_table().itertuples()},
             "time_structure": design.time_structure, "subgroup": design.subgroup_mode,
             "correlation": design.correlation}
-    fit = GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure=meas,
-                      scale=_SCALES.get(meas, meas), coords={"outcome": outcome} if outcome else {},
-                      notes=tuple(design.notes), provenance=prov, design=design, nodes=nodes,
-                      n_draws=int(n_draws), seed=int(seed), _kernel=kern)
-    if moments is not None:
-        fit.__dict__["_moments"] = moments
+    return GHMExactFit(model="ghm", source="bayesian", method="exact-GHM", measure=meas,
+                       scale=_SCALES.get(meas, meas), coords={"outcome": outcome} if outcome
+                       else {}, notes=tuple(design.notes), provenance=prov, design=design,
+                       nodes=nodes, n_draws=int(n_draws), seed=int(seed), _kernel=kern)
+
+
+#: fits of this process by model key (:func:`_model_key`), held while the fit is alive: a
+#: second fit of the same model with the same engine settings (a sensitivity value equal to
+#: the main fit's, a simpler model of the checks equal to a sensitivity fit) takes its
+#: nodes and node moments instead of integrating again
+_FITTED: "weakref.WeakValueDictionary[bytes, GHMExactFit]" = weakref.WeakValueDictionary()
+#: what a fit's numbers do not depend on (descriptions)
+_KEY_SKIP = ("notes", "defaults")
+
+
+def _model_key(design: GHMDesign, **engine) -> bytes | None:
+    """Digest of everything the nodes and estimand moments depend on: every field of the
+    design but its descriptions, and the engine settings (None when a field cannot be
+    serialised: no reuse)."""
+    fields = [(f, getattr(design, f)) for f in design.__dataclass_fields__
+              if f not in _KEY_SKIP]
+    try:
+        blob = pickle.dumps((fields, sorted(engine.items())), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an unpicklable prior or option: fit afresh
+        return None
+    return hashlib.sha256(blob).digest()
+
+
+def _refit_same(same: "GHMExactFit", design: GHMDesign, kern: Kernel, outcome: str, t0: float,
+                warn: bool):
+    """A fit of ``design`` from the nodes of ``same`` (the same model and engine settings)."""
+    nodes = copy.copy(same.nodes)
+    nodes.diagnostics = dict(same.nodes.diagnostics)
+    fit = fit_from_nodes(design, nodes, kern, seed=same.seed, n_draws=same.n_draws,
+                         tol=same.provenance.get("tol", TOL), outcome=outcome, warn=warn)
+    for name in ("_theta", "_moments", "_rows", "_joint"):
+        if name in same.__dict__:
+            fit.__dict__[name] = same.__dict__[name]
     fit.seconds = _time.perf_counter() - t0
     fit.provenance["seconds"] = fit.seconds
+    fit.provenance["nodes_of_identical_fit"] = True
     return fit
 
 
@@ -508,6 +575,7 @@ def r_sensitivity(data, r_values=(0.0, 0.5, 0.8, 0.9), *, params=None, ci_prob: 
     return pd.DataFrame(rows)
 
 
+@single_threaded
 def exact_loo(fit: GHMExactFit, rows=None) -> pd.DataFrame:
     """Leave-one-out by refitting without each row (same model: levels, priors, estimands).
 
@@ -541,6 +609,7 @@ def exact_loo(fit: GHMExactFit, rows=None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@single_threaded
 def node_loo(fit: GHMExactFit) -> pd.DataFrame:
     """Leave-one-out from the fit's own posterior nodes, without refitting.
 
@@ -581,9 +650,9 @@ def _loo_all_rows(d: GHMDesign, th: dict):
     inverse per node; a flat prior uses :func:`_loo_conditional` row by row."""
     if d.mean_prior.is_flat:
         return lambda i: _loo_conditional(d, th, i)
-    X, Z = d.X(), d.Z()
+    X = d.X()
     b0, p0 = d.prior_mean()
-    S = Z @ d.G(th) @ Z.T + d.R(th) + (X / p0) @ X.T
+    S = d.Sigma(th) + (X / p0) @ X.T
     Q = np.linalg.inv(S)
     r = d.y - X @ b0
     qd = np.diagonal(Q, axis1=1, axis2=2)
@@ -593,8 +662,8 @@ def _loo_all_rows(d: GHMDesign, th: dict):
 
 def _loo_conditional(d: GHMDesign, th: dict, i: int):
     """Mean and variance of y_i given y_-i and theta (universal kriging with beta's prior)."""
-    X, Z = d.X(), d.Z()
-    S = Z @ d.G(th) @ Z.T + d.R(th)
+    X = d.X()
+    S = d.Sigma(th)
     b0, p0 = d.prior_mean()
     o = np.flatnonzero(np.arange(d.n) != i)
     Soo = S[:, o][:, :, o]

@@ -196,16 +196,37 @@ def _tensor(target: _Target, mode, cov, tol, hmin, scale_b):
     box = np.column_stack([-tlim, tlim])
 
     def grid(h, box):
-        axes = [np.arange(math.ceil(lo / h - 1e-9), math.floor(hi / h + 1e-9) + 1) * h
-                for lo, hi in box]
-        T = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, d)
-        return T
+        """Grid points T = k h (k integer, exact in binary) and the integer ranges of k."""
+        ks = [np.arange(math.ceil(lo / h - 1e-9), math.floor(hi / h + 1e-9) + 1)
+              for lo, hi in box]
+        K = np.stack(np.meshgrid(*ks, indexing="ij"), -1).reshape(-1, d)
+        return K * h, K, ks
 
     def evaluate(T):
         Z = c + w * np.sinh(T)
         lp, X, bhat = target(Z, with_aux=True)
         lg = lp + np.sum(np.log(w) + np.log(np.cosh(T)), axis=1)
         return Z, X, bhat, np.where(np.isfinite(lg), lg, -np.inf)
+
+    def evaluate_level(T, K, last):
+        """:func:`evaluate` on a grid of step h, taking the points of the previous grid (step
+        2h: the points whose k are all even) from ``last`` instead of evaluating them again."""
+        if last is None:
+            return evaluate(T)
+        ks0, vals = last
+        start = np.array([a[0] for a in ks0])
+        shape = tuple(a.size for a in ks0)
+        K2 = K // 2
+        old = np.all(K % 2 == 0, axis=1) & np.all((K2 >= start) & (K2 < start + shape), axis=1)
+        new = evaluate(T[~old])
+        idx = np.ravel_multi_index(tuple((K2[old] - start).T), shape)
+        out = []
+        for a, b in zip(vals, new):
+            v = np.empty((T.shape[0],) + b.shape[1:], dtype=b.dtype)
+            v[~old] = b
+            v[old] = a[idx]
+            out.append(v)
+        return tuple(out)
 
     def moments(Z, bhat, wt):
         m = [wt @ Z, wt @ Z ** 2, wt @ bhat / scale_b, wt @ bhat ** 2 / scale_b ** 2]
@@ -214,9 +235,11 @@ def _tensor(target: _Target, mode, cov, tol, hmin, scale_b):
     h = 0.5
     prev, change, prev_change, err = None, math.inf, math.inf, math.inf
     trace = []
+    last = None
     while True:
-        T = grid(h, box)
-        Z, X, bhat, lg = evaluate(T)
+        T, K, ks = grid(h, box)
+        Z, X, bhat, lg = evaluate_level(T, K, last)
+        last = (ks, (Z, X, bhat, lg))
         lmax = lg.max()
         if not np.isfinite(lmax):
             raise EstimationError("the hyperparameter posterior is zero on the whole grid")

@@ -43,6 +43,7 @@ from scipy import optimize, stats
 from bayesmeta.exceptions import ConvergenceWarning, EstimationError, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame
 from bayesmeta.ghm import BetaPrior, GHMDesign, build_design
+from bayesmeta.ghm_kernel import single_threaded
 
 __all__ = ["STRUCTS", "TESTS", "GHMClassicalResult", "GHMClassicalFit", "fit_ghm_reml"]
 
@@ -254,6 +255,7 @@ class _Model:
         return np.array([[0.5 * np.sum(a * b.T) for b in MD] for a in MD])
 
 
+@single_threaded
 def fit_ghm_reml(data=None, *, design: GHMDesign | None = None, struct: str = "CS",
                  method: str = "REML", test: str = "z", correlation: str = "exchangeable",
                  r=None, windows=None, contrasts=None, measure: str = "MD",

@@ -39,6 +39,7 @@ from scipy import special, stats
 
 from bayesmeta.fits import Param
 from bayesmeta.ghm import GHMDesign
+from bayesmeta.ghm_kernel import single_threaded
 
 __all__ = ["prior_predictive", "posterior_predictive", "prior_posterior",
            "prior_posterior_nnhm", "loo_compare",
@@ -89,8 +90,8 @@ def prior_predictive(design: GHMDesign, *, n: int = 4000, seed: int = 1, level: 
         X = np.zeros((1, 0))
     th = d.theta(X)
     b0, p0 = d.prior_mean()
-    Xd, Z = d.X(), d.Z()
-    var = np.einsum("ij,kjl,il->ki", Z, d.G(th), Z) + np.diagonal(d.R(th), axis1=1, axis2=2)
+    Xd = d.X()
+    var = np.diagonal(d.Sigma(th), axis1=1, axis2=2)
     var = var + (Xd ** 2) @ (1.0 / p0)
     M = np.broadcast_to(Xd @ b0, var.shape)
     S = np.sqrt(var)
@@ -107,10 +108,24 @@ def prior_predictive(design: GHMDesign, *, n: int = 4000, seed: int = 1, level: 
 
 def posterior_predictive(fit, *, level: float = 0.95, alpha: float = 0.01) -> pd.DataFrame:
     """Per row: posterior predictive mean, central ``level`` interval and ``p_below`` =
-    P(y_rep < y | data), from any GHM fit offering ``Param("y_rep", row=i)``."""
+    P(y_rep < y | data), from any GHM fit offering ``Param("y_rep", row=i)`` (exact fits: the
+    mixture's exact mean; MCMC fits: the mean of the draws)."""
     d = fit.design
     out = _rows_frame(d)
     a = (1 - level) / 2
+    if hasattr(fit, "nodes") and hasattr(fit, "_rows"):
+        # exact fit: each row's posterior predictive is a normal mixture over the nodes, so
+        # every row's quantiles, P(y_rep < y) and (exact) mean come from one vectorised pass
+        from bayesmeta.ghm_exact import _mix_cdf, mixture_quantiles
+
+        M, S = fit._rows
+        W = fit.nodes.weight
+        Q = mixture_quantiles(M, S, W, [a, 1 - a])
+        pp = _mix_cdf(d.y[:, None], M, S, W)[:, 0]
+        out["mean"], out["lower"], out["upper"], out["p_below"] = W @ M, Q[:, 0], Q[:, 1], pp
+        out["level"] = level
+        out["flag"] = np.where((pp < alpha / 2) | (pp > 1 - alpha / 2), "outlying", "")
+        return out
     means, lo, hi, p = [], [], [], []
     for i in range(d.n):
         par = Param("y_rep", row=str(i))
@@ -273,17 +288,21 @@ def loo_compare(fits: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("elpd_loo", ascending=False).reset_index(drop=True)
 
 
+@single_threaded
 def workflow_checks(fit, data=None, *, model_options: dict | None = None, loo: bool = True,
                     level: float = 0.95) -> dict[str, pd.DataFrame]:
     """All checks for one fit: ``prior_predictive``, ``posterior_predictive``,
     ``prior_posterior`` and (``loo=True``, exact fits need ``data`` and ``model_options`` to
-    refit the simpler models) ``loo``."""
+    refit the simpler models, with the fit's engine seed unless ``model_options`` gives one)
+    ``loo``."""
     out = {"prior_predictive": prior_predictive(fit.design, level=level),
            "posterior_predictive": posterior_predictive(fit, level=level),
            "prior_posterior": prior_posterior(fit)}
     if loo and data is not None and hasattr(fit, "nodes"):
         from bayesmeta.ghm_exact import fit_ghm
-        opts = dict(model_options or {})
+        # the simpler models are integrated with the fit's own engine seed (the run's seed)
+        opts = {"seed": fit.seed, **(model_options or {})} if hasattr(fit, "seed") else \
+            dict(model_options or {})
         fits = {"fitted model": fit}
         for name, over in simpler_models(fit.design).items():
             o = {**opts, **over}
