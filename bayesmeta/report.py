@@ -94,6 +94,8 @@ class AnalysisOutput:
     # reading order in the index: smaller first; None = after the numbered ones, in the
     # order given
     priority: float | None = None
+    # prerendered page, Markdown, index section, page words and CSV bytes (see prerender)
+    pages: dict[str, Any] = field(default_factory=dict)
 
     # helpers used by runner.py
     def h(self, text):
@@ -362,18 +364,37 @@ def _fig_bytes(fig, svg: bool = False) -> tuple[bytes, bytes | None]:
 
 
 def prerender(output: AnalysisOutput, svg: bool = False) -> None:
-    """Render ``output``'s figures to (PNG, SVG or ``None``) bytes now, exactly as
-    :func:`write_report` would, and close them: lets a run render while it waits for other
-    analyses. ``svg`` must match the ``svg`` later given to :func:`write_report`."""
+    """Render everything :func:`write_report` writes of ``output`` now, exactly as it would:
+    figures as (PNG, SVG or ``None``) bytes (closing them), posteriors as NetCDF bytes, the
+    page, its Markdown, its index section and its CSV tables; lets the process that ran an
+    analysis render it. ``svg`` must match the ``svg`` later given to :func:`write_report`;
+    ``output`` must not change afterwards."""
     import matplotlib.pyplot as plt
 
     for name, fig in list(output.figures.items()):
         if not isinstance(fig, tuple):
             output.figures[name] = _fig_bytes(fig, svg)
             plt.close(fig)
+    _posteriors(output)
+    output.pages = _pages(output, output.figures)
+
+
+def _posteriors(output: AnalysisOutput) -> None:
+    """NetCDF bytes of every posterior of ``output``, computed once; one that cannot be
+    written becomes a warning of the analysis (shown on its page)."""
     for name, dt in output.datatrees.items():
         if dt is not None and name not in output.netcdf:
-            output.netcdf[name] = _netcdf_bytes(dt)
+            nc = output.netcdf[name] = _netcdf_bytes(dt)
+            if isinstance(nc, str):
+                output.warnings.append(f"posterior '{name}' not saved as NetCDF: {nc}")
+
+
+def _pages(o: AnalysisOutput, figs) -> dict[str, Any]:
+    """The text and CSV files of ``o`` (``figs``: its rendered figures)."""
+    with _memo():
+        return {"html": _page(o.title, analysis_html(o, figs, level=1)),
+                "md": analysis_md(o), "index": _index_section(o, figs), "text": _page_text(o),
+                "csv": {t: _csv_bytes(df) for t, df in o.tables.items()}}
 
 
 def _fast_banner(fast: bool) -> str:
@@ -562,14 +583,18 @@ def _netcdf_bytes(dt) -> bytes | str:
         return str(err) or type(err).__name__
 
 
-def _write_csv(df: pd.DataFrame, path: Path):
+def _csv_bytes(df: pd.DataFrame) -> bytes:
     """CSV for spreadsheets: a text cell that a spreadsheet would run as a formula (a label
     starting with ``=``, ``+``, ``-``, ``@``) is prefixed with ``'``
     (:func:`bayesmeta.textsafe.spreadsheet_safe`); NetCDF and JSON keep the raw label."""
     from bayesmeta.textsafe import spreadsheet_safe_frame
 
-    spreadsheet_safe_frame(df).to_csv(path, index=False, lineterminator="\n",
-                                      float_format="%.17g")
+    return spreadsheet_safe_frame(df).to_csv(index=False, lineterminator="\n",
+                                             float_format="%.17g").encode("utf-8")
+
+
+def _write_csv(df: pd.DataFrame, path: Path):
+    path.write_bytes(_csv_bytes(df))
 
 
 def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
@@ -598,7 +623,7 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
         raise BayesMetaError(f"two analyses share the name(s) {dup}; names must be unique "
                              "(they name the output folders)")
     with atomic_dir(out_dir) as tmp, _memo():
-        rendered: dict[str, dict[str, tuple[bytes, bytes | None]]] = {}
+        rendered: dict[str, dict[str, Any]] = {}
         for o in outputs:
             if not _SAFE.match(o.name):
                 raise BayesMetaError(f"unsafe analysis name {o.name!r}")
@@ -612,22 +637,15 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
                 _inside(tmp, f"{o.name}/figures/{fname}.png").write_bytes(png)
                 if svg:
                     _inside(tmp, f"{o.name}/figures/{fname}.svg").write_bytes(svg_bytes)
-            rendered[o.name] = figs
-            for tname, df in o.tables.items():
-                _write_csv(df, _inside(tmp, f"{o.name}/tables/{tname}.csv"))
+            _posteriors(o)  # before the page: a posterior not saved is a warning on it
             for dname, dt in o.datatrees.items():
-                if dt is None:
-                    continue
-                nc = o.netcdf.get(dname)
-                if nc is None:
-                    nc = _netcdf_bytes(dt)
-                if isinstance(nc, str):
-                    o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {nc}")
-                else:
-                    _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(nc)
-            _inside(tmp, f"{o.name}/index.html").write_text(
-                _page(o.title, analysis_html(o, figs, level=1)), encoding="utf-8")
-            _inside(tmp, f"{o.name}/report.md").write_text(analysis_md(o), encoding="utf-8")
+                if dt is not None and not isinstance(o.netcdf[dname], str):
+                    _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(o.netcdf[dname])
+            pages = rendered[o.name] = o.pages or _pages(o, figs)
+            for tname, data in pages["csv"].items():
+                _inside(tmp, f"{o.name}/tables/{tname}.csv").write_bytes(data)
+            _inside(tmp, f"{o.name}/index.html").write_text(pages["html"], encoding="utf-8")
+            _inside(tmp, f"{o.name}/report.md").write_text(pages["md"], encoding="utf-8")
         if results is not None:
             _write_csv(results, _inside(tmp, "results.csv"))
         if audit is not None:
@@ -648,10 +666,30 @@ def ordered(outputs) -> list[AnalysisOutput]:
                                           o.priority if o.priority is not None else 0))
 
 
-def index_html(outputs, rendered, provenance, audit, *, svg: bool = False) -> str:
+_UP = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
+
+
+def _index_section(o: AnalysisOutput, figs) -> str:
+    """The section of ``o`` in the index: links, description, answers, summary table and its
+    full results collapsed."""
+    parts, _ = _body_html(o, figs, 4, _Ids(f"{o.name}--"), "")
+    sec = [f"<section class=\"analysis\" id=\"{o.name}\">",
+           f"<h3>{html.escape(o.title)}{_UP}</h3>",
+           f"<p class=\"links\"><a href=\"{o.name}/index.html\">full page</a> &middot; "
+           f"<a href=\"{o.name}/report.md\">Markdown</a> &middot; "
+           f"<a href=\"#{o.name}--details\">all results below</a></p>",
+           f"<p>{html.escape(o.description)}</p>" if o.description else "",
+           _answers_html(o), _summary_html(o),
+           f"<details id=\"{o.name}--details\"><summary>All results, figures and "
+           f"methods: {html.escape(o.title)}</summary>\n" + "\n".join(parts) + "</details>",
+           "</section>"]
+    return "\n".join(s for s in sec if s)
+
+
+def index_html(outputs, pages, provenance, audit, *, svg: bool = False) -> str:
     """The index: answers first (every answer line and the summary table of each analysis,
     in reading order), then each analysis's full results in a collapsed section, the audit
-    summary, the glossary and the provenance."""
+    summary, the glossary and the provenance. ``pages``: name → :func:`_pages` of each."""
     outputs = ordered(outputs)
     fast = any(o.fast for o in outputs)
     up = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
@@ -677,22 +715,8 @@ def index_html(outputs, rendered, provenance, audit, *, svg: bool = False) -> st
     ]
     text = []
     for o in outputs:
-        sec = [f"<section class=\"analysis\" id=\"{o.name}\">",
-               f"<h3>{html.escape(o.title)}{up}</h3>",
-               f"<p class=\"links\"><a href=\"{o.name}/index.html\">full page</a> &middot; "
-               f"<a href=\"{o.name}/report.md\">Markdown</a> &middot; "
-               f"<a href=\"#{o.name}--details\">all results below</a></p>"]
-        if o.description:
-            sec.append(f"<p>{html.escape(o.description)}</p>")
-        sec.append(_answers_html(o))
-        sec.append(_summary_html(o))
-        parts, _ = _body_html(o, rendered[o.name], 4, _Ids(f"{o.name}--"), "")
-        sec.append(f"<details id=\"{o.name}--details\"><summary>All results, figures and "
-                   f"methods: {html.escape(o.title)}</summary>\n" + "\n".join(parts)
-                   + "</details>")
-        sec.append("</section>")
-        body.append("\n".join(s for s in sec if s))
-        text.append(_page_text(o))
+        body.append(pages[o.name]["index"])
+        text.append(pages[o.name]["text"])
     if audit is not None and len(audit):
         n_bad = int((~audit["verdict"].astype(str).str.startswith("reproduced")).sum())
         body.append(f"<h2 id=\"audit\">Published-number audit{up}</h2><p>{len(audit)} "
