@@ -593,8 +593,10 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
                                              float_format="%.17g").encode("utf-8")
 
 
-def _write_csv(df: pd.DataFrame, path: Path):
-    path.write_bytes(_csv_bytes(df))
+def _write_csv(table: pd.DataFrame | bytes, path: Path):
+    """Write one CSV file (every CSV of a report is written here): ``table`` or its
+    :func:`_csv_bytes`."""
+    path.write_bytes(table if isinstance(table, bytes) else _csv_bytes(table))
 
 
 def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
@@ -643,7 +645,7 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
                     _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(o.netcdf[dname])
             pages = rendered[o.name] = o.pages or _pages(o, figs)
             for tname, data in pages["csv"].items():
-                _inside(tmp, f"{o.name}/tables/{tname}.csv").write_bytes(data)
+                _write_csv(data, _inside(tmp, f"{o.name}/tables/{tname}.csv"))
             _inside(tmp, f"{o.name}/index.html").write_text(pages["html"], encoding="utf-8")
             _inside(tmp, f"{o.name}/report.md").write_text(pages["md"], encoding="utf-8")
         if results is not None:
