@@ -115,6 +115,24 @@ def _claim(counter, order):
     return order[k]
 
 
+#: what every analysis imports (its classical twin, checks, figures): the worker imports them
+#: while the parent validates the specs
+_WORKER_IMPORTS = ("bayesmeta.pipeline", "bayesmeta.sections", "bayesmeta.plots",
+                   "bayesmeta.classical", "bayesmeta.exact", "bayesmeta.checks",
+                   "bayesmeta.check_sections", "bayesmeta.audit", "bayesmeta.workflow",
+                   "scipy.stats")
+
+
+def _preimport() -> None:
+    import importlib
+
+    for name in _WORKER_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # only a head start: the analysis imports what it needs itself
+            pass
+
+
 def _run_in_worker(plan_conn, conn, counter, fast, seed, verbose=False, svg=False):
     """Worker-process entry (top level, so it pickles).
 
@@ -130,7 +148,7 @@ def _run_in_worker(plan_conn, conn, counter, fast, seed, verbose=False, svg=Fals
         # sampler runs chains in child processes): see bayesmeta.mcmc._deterministic_numba
         flags = os.environ.get("PYTENSOR_FLAGS", "")
         os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags, "numba__fastmath=False"]))
-        from bayesmeta import pipeline, plots, sections  # noqa: F401 - imported while waiting
+        _preimport()
 
         try:
             plan = plan_conn.recv()

@@ -183,7 +183,7 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     mc = tmp_path / "bcg_mcmc.toml"
     mc.write_text(text, encoding="utf-8")
     specs = [mc, models_dir() / "meld_2014_fig3.toml"]
-    # survival (exact, in the parent: its NetCDF is rendered while the worker samples)
+    # survival (exact, run and rendered with its NetCDF by whichever process is free first)
     specs_ab = specs + [models_dir() / "survival_2023.toml"]
     a = runner.run(specs_ab, out_dir=tmp_path / "serial", fast=True, jobs=1)
     lines = []
@@ -197,7 +197,7 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     assert not list(a.glob("*/figures/*.svg"))
     ncs = sorted(p.relative_to(a) for p in a.glob("*/posterior/*.nc"))
     assert ncs and ncs == sorted(p.relative_to(b) for p in b.glob("*/posterior/*.nc"))
-    for rel in ncs:  # NetCDF rendered in the parent while waiting, or at writing: same draws
+    for rel in ncs:  # NetCDF rendered in either process, or at writing: same draws
         with xr.open_datatree(a / rel) as ta, xr.open_datatree(b / rel) as tb:
             assert set(ta.children) == set(tb.children) and "posterior" in ta.children
             for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
