@@ -3,7 +3,7 @@ posterior, effect over time with probabilities of benefit, prior sensitivity.
 
 Every function takes tidy DataFrames (numbers on the analysis scale) and returns a
 :class:`matplotlib.figure.Figure`; nothing is shown or saved here (``bayesmeta.report`` saves
-PNG and SVG). Intervals are drawn exactly as given: the caller decides the level.
+PNG, and SVG when asked for). Intervals are drawn exactly as given: the caller decides the level.
 
 Conventions that hold for every figure:
 

@@ -11,7 +11,8 @@ Layout of the output directory (``reports/`` by default)::
     <name>/index.html          one self-contained page per analysis
     <name>/report.md           the same as Markdown (figures linked)
     <name>/tables/<t>.csv      tidy tables (schema tables use bayesmeta.results.SCHEMA)
-    <name>/figures/<f>.png|svg
+    <name>/figures/<f>.png     every figure (and <f>.svg when asked for: ``svg=True``,
+                               ``bayesmeta run --svg``)
     <name>/posterior/<d>.nc    posterior DataTrees (git-ignored)
 
 Writing is atomic (:func:`atomic_dir`): everything goes into a temporary directory beside the
@@ -93,6 +94,8 @@ class AnalysisOutput:
     # reading order in the index: smaller first; None = after the numbered ones, in the
     # order given
     priority: float | None = None
+    # prerendered page, Markdown, index section, page words and CSV bytes (see prerender)
+    pages: dict[str, Any] = field(default_factory=dict)
 
     # helpers used by runner.py
     def h(self, text):
@@ -187,8 +190,50 @@ def _is_probability(name, col: pd.Series) -> bool:
     return bool(v.size) and bool(((v >= 0) & (v <= 1)).all())
 
 
+class _Memo:
+    """What :func:`write_report` and :func:`prerender_pages` show of each table and page, worked
+    out once per call: a table appears on its page, in its Markdown, in the index and in the
+    glossary's text. Keyed by object identity, holding the object so that its id stays its
+    own; alive only inside ``with _memo():`` (the objects cannot change meanwhile)."""
+
+    current: _Memo | None = None
+
+    def __init__(self):
+        self.store: dict[tuple, tuple] = {}
+
+    def get(self, kind: str, obj, extra, make):
+        key = (kind, id(obj), extra)
+        hit = self.store.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = make()
+        self.store[key] = (obj, value)
+        return value
+
+
+class _memo:
+    """``with _memo():`` memoises tables and page texts (re-entrant: the outer memo serves)."""
+
+    def __enter__(self):
+        self.outer = _Memo.current
+        if self.outer is None:
+            _Memo.current = _Memo()
+
+    def __exit__(self, *exc):
+        _Memo.current = self.outer
+
+
+def _memoised(kind: str, obj, extra, make):
+    memo = _Memo.current
+    return make() if memo is None else memo.get(kind, obj, extra, make)
+
+
 def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Drop columns that are empty in every row (keeps wide schema tables readable)."""
+    return _memoised("frame", df, None, lambda: _drop_empty(df))
+
+
+def _drop_empty(df: pd.DataFrame) -> pd.DataFrame:
     keep = []
     for c in df.columns:
         col = df[c]
@@ -202,6 +247,10 @@ def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _cells(d: pd.DataFrame, digits: int) -> list[list[tuple[str, str]]]:
     """Displayed text and CSS class of every cell."""
+    return _memoised("cells", d, digits, lambda: _cell_texts(d, digits))
+
+
+def _cell_texts(d: pd.DataFrame, digits: int) -> list[list[tuple[str, str]]]:
     prob_cols = {c for c in d.columns if _is_probability(c, d[c])}
     out = []
     for _, r in d.iterrows():
@@ -292,27 +341,60 @@ def _page(title: str, body: str) -> str:
             f"{body}\n</body></html>\n")
 
 
-def _fig_bytes(fig) -> tuple[bytes, bytes]:
+def _fig_bytes(fig, svg: bool = False) -> tuple[bytes, bytes | None]:
+    """PNG (110 dpi) and, with ``svg``, SVG bytes of ``fig`` (``None`` without)."""
     if isinstance(fig, tuple):  # already rendered by prerender()
+        if svg and fig[1] is None:
+            raise BayesMetaError("an SVG copy was asked for after the figure was rendered "
+                                 "without one: pass svg=True to prerender() too")
         return fig
-    png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
-    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
-    return png.getvalue(), svg.getvalue()
+    png = io.BytesIO()
+    # zlib level 3: the same pixels as the default level 6, 2% larger, a third faster to encode
+    fig.savefig(png, format="png", dpi=110, metadata={"Software": None},
+                pil_kwargs={"compress_level": 3})
+    if not svg:
+        return png.getvalue(), None
+    # the SVG keeps the layout just computed for the PNG: constrained layout positions the
+    # axes in figure fractions from text sizes in points, so a second pass at the SVG's 72 dpi
+    # would only repeat the text measurements
+    fig.set_layout_engine("none")
+    out = io.BytesIO()
+    fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None})
+    return png.getvalue(), out.getvalue()
 
 
-def prerender(output: AnalysisOutput) -> None:
-    """Render ``output``'s figures to (PNG, SVG) bytes now, exactly as :func:`write_report`
-    would, and close them: lets a run render while it waits for other analyses."""
+def prerender(output: AnalysisOutput, svg: bool = False) -> None:
+    """Render everything :func:`write_report` writes of ``output`` now, exactly as it would:
+    figures as (PNG, SVG or ``None``) bytes (closing them), posteriors as NetCDF bytes, the
+    page, its Markdown, its index section and its CSV tables; lets the process that ran an
+    analysis render it. ``svg`` must match the ``svg`` later given to :func:`write_report`;
+    ``output`` must not change afterwards."""
     import matplotlib.pyplot as plt
 
     for name, fig in list(output.figures.items()):
         if not isinstance(fig, tuple):
-            output.figures[name] = _fig_bytes(fig)
+            output.figures[name] = _fig_bytes(fig, svg)
             plt.close(fig)
+    _posteriors(output)
+    output.pages = _pages(output, output.figures)
+
+
+def _posteriors(output: AnalysisOutput) -> None:
+    """NetCDF bytes of every posterior of ``output``, computed once; one that cannot be
+    written becomes a warning of the analysis (shown on its page)."""
     for name, dt in output.datatrees.items():
         if dt is not None and name not in output.netcdf:
-            output.netcdf[name] = _netcdf_bytes(dt)
+            nc = output.netcdf[name] = _netcdf_bytes(dt)
+            if isinstance(nc, str):
+                output.warnings.append(f"posterior '{name}' not saved as NetCDF: {nc}")
+
+
+def _pages(o: AnalysisOutput, figs) -> dict[str, Any]:
+    """The text and CSV files of ``o`` (``figs``: its rendered figures)."""
+    with _memo():
+        return {"html": _page(o.title, analysis_html(o, figs, level=1)),
+                "md": analysis_md(o), "index": _index_section(o, figs), "text": _page_text(o),
+                "csv": {t: _csv_bytes(df) for t, df in o.tables.items()}}
 
 
 def _fast_banner(fast: bool) -> str:
@@ -345,6 +427,10 @@ class _Ids:
 
 def _page_text(out: AnalysisOutput) -> str:
     """All words a reader sees on the page of ``out`` (to pick its glossary terms)."""
+    return _memoised("text", out, None, lambda: _words(out))
+
+
+def _words(out: AnalysisOutput) -> str:
     parts = [out.title, out.description, *out.answers, *out.warnings]
     tables = [out.summary] if out.summary is not None else []
     for b in out.blocks:
@@ -421,7 +507,7 @@ def _body_html(out: AnalysisOutput, figs, hl: int, ids: _Ids, up: str) -> tuple[
     return parts, heads
 
 
-def analysis_html(out: AnalysisOutput, figs: dict[str, tuple[bytes, bytes]],
+def analysis_html(out: AnalysisOutput, figs: dict[str, tuple[bytes, bytes | None]],
                   level: int = 2) -> str:
     """HTML of one analysis page: navigation (index, every section, glossary), title,
     answers, summary table, every block, warnings and the glossary of the terms used.
@@ -497,19 +583,25 @@ def _netcdf_bytes(dt) -> bytes | str:
         return str(err) or type(err).__name__
 
 
-def _write_csv(df: pd.DataFrame, path: Path):
+def _csv_bytes(df: pd.DataFrame) -> bytes:
     """CSV for spreadsheets: a text cell that a spreadsheet would run as a formula (a label
     starting with ``=``, ``+``, ``-``, ``@``) is prefixed with ``'``
     (:func:`bayesmeta.textsafe.spreadsheet_safe`); NetCDF and JSON keep the raw label."""
     from bayesmeta.textsafe import spreadsheet_safe_frame
 
-    spreadsheet_safe_frame(df).to_csv(path, index=False, lineterminator="\n",
-                                      float_format="%.17g")
+    return spreadsheet_safe_frame(df).to_csv(index=False, lineterminator="\n",
+                                             float_format="%.17g").encode("utf-8")
+
+
+def _write_csv(table: pd.DataFrame | bytes, path: Path):
+    """Write one CSV file (every CSV of a report is written here): ``table`` or its
+    :func:`_csv_bytes`."""
+    path.write_bytes(table if isinstance(table, bytes) else _csv_bytes(table))
 
 
 def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
                  audit: pd.DataFrame | None = None, results: pd.DataFrame | None = None,
-                 progress=None) -> Path:
+                 progress=None, svg: bool = False) -> Path:
     """Write every analysis into ``out_dir`` atomically; return the directory.
 
     Parameters
@@ -521,6 +613,8 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
         Written to ``provenance.json`` (JSON-serialisable).
     audit, results : DataFrame, optional
         Combined audit table and schema rows of all analyses (``audit.csv``, ``results.csv``).
+    svg : bool
+        Also write every figure as SVG (``figures/<f>.svg``); PNG is always written.
     """
     import matplotlib.pyplot as plt
 
@@ -530,36 +624,30 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
         dup = sorted({n for n in names if names.count(n) > 1})
         raise BayesMetaError(f"two analyses share the name(s) {dup}; names must be unique "
                              "(they name the output folders)")
-    with atomic_dir(out_dir) as tmp:
-        rendered: dict[str, dict[str, tuple[bytes, bytes]]] = {}
+    with atomic_dir(out_dir) as tmp, _memo():
+        rendered: dict[str, dict[str, Any]] = {}
         for o in outputs:
             if not _SAFE.match(o.name):
                 raise BayesMetaError(f"unsafe analysis name {o.name!r}")
             say(f"writing {o.name}")
             figs = {}
             for fname, fig in o.figures.items():
-                png, svg = _fig_bytes(fig)
+                png, svg_bytes = _fig_bytes(fig, svg)
                 if not isinstance(fig, tuple):
                     plt.close(fig)
-                figs[fname] = (png, svg)
+                figs[fname] = (png, svg_bytes)
                 _inside(tmp, f"{o.name}/figures/{fname}.png").write_bytes(png)
-                _inside(tmp, f"{o.name}/figures/{fname}.svg").write_bytes(svg)
-            rendered[o.name] = figs
-            for tname, df in o.tables.items():
-                _write_csv(df, _inside(tmp, f"{o.name}/tables/{tname}.csv"))
+                if svg:
+                    _inside(tmp, f"{o.name}/figures/{fname}.svg").write_bytes(svg_bytes)
+            _posteriors(o)  # before the page: a posterior not saved is a warning on it
             for dname, dt in o.datatrees.items():
-                if dt is None:
-                    continue
-                nc = o.netcdf.get(dname)
-                if nc is None:
-                    nc = _netcdf_bytes(dt)
-                if isinstance(nc, str):
-                    o.warnings.append(f"posterior '{dname}' not saved as NetCDF: {nc}")
-                else:
-                    _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(nc)
-            _inside(tmp, f"{o.name}/index.html").write_text(
-                _page(o.title, analysis_html(o, figs, level=1)), encoding="utf-8")
-            _inside(tmp, f"{o.name}/report.md").write_text(analysis_md(o), encoding="utf-8")
+                if dt is not None and not isinstance(o.netcdf[dname], str):
+                    _inside(tmp, f"{o.name}/posterior/{dname}.nc").write_bytes(o.netcdf[dname])
+            pages = rendered[o.name] = o.pages or _pages(o, figs)
+            for tname, data in pages["csv"].items():
+                _write_csv(data, _inside(tmp, f"{o.name}/tables/{tname}.csv"))
+            _inside(tmp, f"{o.name}/index.html").write_text(pages["html"], encoding="utf-8")
+            _inside(tmp, f"{o.name}/report.md").write_text(pages["md"], encoding="utf-8")
         if results is not None:
             _write_csv(results, _inside(tmp, "results.csv"))
         if audit is not None:
@@ -568,7 +656,7 @@ def write_report(outputs: list[AnalysisOutput], out_dir, provenance: dict, *,
             json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n",
             encoding="utf-8")
         _inside(tmp, "index.html").write_text(
-            index_html(outputs, rendered, provenance, audit), encoding="utf-8")
+            index_html(outputs, rendered, provenance, audit, svg=svg), encoding="utf-8")
         _inside(tmp, "index.md").write_text(index_md(outputs, provenance), encoding="utf-8")
     return Path(out_dir)
 
@@ -580,10 +668,30 @@ def ordered(outputs) -> list[AnalysisOutput]:
                                           o.priority if o.priority is not None else 0))
 
 
-def index_html(outputs, rendered, provenance, audit) -> str:
+_UP = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
+
+
+def _index_section(o: AnalysisOutput, figs) -> str:
+    """The section of ``o`` in the index: links, description, answers, summary table and its
+    full results collapsed."""
+    parts, _ = _body_html(o, figs, 4, _Ids(f"{o.name}--"), "")
+    sec = [f"<section class=\"analysis\" id=\"{o.name}\">",
+           f"<h3>{html.escape(o.title)}{_UP}</h3>",
+           f"<p class=\"links\"><a href=\"{o.name}/index.html\">full page</a> &middot; "
+           f"<a href=\"{o.name}/report.md\">Markdown</a> &middot; "
+           f"<a href=\"#{o.name}--details\">all results below</a></p>",
+           f"<p>{html.escape(o.description)}</p>" if o.description else "",
+           _answers_html(o), _summary_html(o),
+           f"<details id=\"{o.name}--details\"><summary>All results, figures and "
+           f"methods: {html.escape(o.title)}</summary>\n" + "\n".join(parts) + "</details>",
+           "</section>"]
+    return "\n".join(s for s in sec if s)
+
+
+def index_html(outputs, pages, provenance, audit, *, svg: bool = False) -> str:
     """The index: answers first (every answer line and the summary table of each analysis,
     in reading order), then each analysis's full results in a collapsed section, the audit
-    summary, the glossary and the provenance."""
+    summary, the glossary and the provenance. ``pages``: name → :func:`_pages` of each."""
     outputs = ordered(outputs)
     fast = any(o.fast for o in outputs)
     up = " <a class=\"up\" href=\"#top\" title=\"back to the top\">&uarr; top</a>"
@@ -600,28 +708,17 @@ def index_html(outputs, rendered, provenance, audit) -> str:
         "<p>For each analysis: the answers, a summary table (published, classical and "
         "Bayesian), and its full results one click away. Every figure is embedded; this file "
         "needs no network.</p>",
+        "<p>The figures are also files, <code>&lt;analysis&gt;/figures/&lt;figure&gt;.png</code>"
+        + (" and <code>.svg</code>" if svg else " (SVG copies too with <code>bayesmeta run "
+                                                "--svg</code>)") + ".</p>",
         _fast_banner(fast),
         f"<h2 id=\"contents\">Contents{up}</h2><ol>{toc}</ol>",
         f"<h2 id=\"answers\">Answers{up}</h2>",
     ]
     text = []
     for o in outputs:
-        sec = [f"<section class=\"analysis\" id=\"{o.name}\">",
-               f"<h3>{html.escape(o.title)}{up}</h3>",
-               f"<p class=\"links\"><a href=\"{o.name}/index.html\">full page</a> &middot; "
-               f"<a href=\"{o.name}/report.md\">Markdown</a> &middot; "
-               f"<a href=\"#{o.name}--details\">all results below</a></p>"]
-        if o.description:
-            sec.append(f"<p>{html.escape(o.description)}</p>")
-        sec.append(_answers_html(o))
-        sec.append(_summary_html(o))
-        parts, _ = _body_html(o, rendered[o.name], 4, _Ids(f"{o.name}--"), "")
-        sec.append(f"<details id=\"{o.name}--details\"><summary>All results, figures and "
-                   f"methods: {html.escape(o.title)}</summary>\n" + "\n".join(parts)
-                   + "</details>")
-        sec.append("</section>")
-        body.append("\n".join(s for s in sec if s))
-        text.append(_page_text(o))
+        body.append(pages[o.name]["index"])
+        text.append(pages[o.name]["text"])
     if audit is not None and len(audit):
         n_bad = int((~audit["verdict"].astype(str).str.startswith("reproduced")).sum())
         body.append(f"<h2 id=\"audit\">Published-number audit{up}</h2><p>{len(audit)} "

@@ -16,7 +16,9 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import queue
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -103,100 +105,247 @@ def _worker_say(msg: str) -> None:
     print(f"  (worker) {msg.strip()}", file=sys.stderr, flush=True)
 
 
-def _run_in_worker(conn, paths, fast, seed, verbose=False):
-    """Worker-process entry (top level, so it pickles): load and run the specs in order (the
-    parent has validated them already; specs travel as paths); send back ("ok", output) as each
-    finishes (the parent renders its figures while the next one runs), or ("error",
-    exception)."""
+def _claim(counter, order):
+    """The next index of ``order`` not yet taken by either process (``None`` when all are)."""
+    with counter.get_lock():
+        k = counter.value
+        if k >= len(order):
+            return None
+        counter.value = k + 1
+    return order[k]
+
+
+#: what every analysis imports (its classical twin, checks, figures): the worker imports them
+#: while the parent validates the specs
+_WORKER_IMPORTS = ("bayesmeta.pipeline", "bayesmeta.sections", "bayesmeta.plots",
+                   "bayesmeta.classical", "bayesmeta.exact", "bayesmeta.checks",
+                   "bayesmeta.check_sections", "bayesmeta.audit", "bayesmeta.workflow",
+                   "scipy.stats")
+
+
+def _preimport() -> None:
+    import importlib
+
+    for name in _WORKER_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # only a head start: the analysis imports what it needs itself
+            pass
+
+
+def _run_in_worker(plan_conn, conn, counter, fast, seed, verbose=False, svg=False):
+    """Worker-process entry (top level, so it pickles).
+
+    Imports the analysis modules while the parent validates the specs, then waits for the plan
+    ``(paths, pinned, order)`` (stops at end of file: the parent gave up): runs the ``pinned`` analyses (indices into
+    ``paths``; the MCMC ones), then claims analyses from ``order`` through the shared
+    ``counter`` until none is left. Each analysis is loaded from its path (the parent has
+    validated it), run, prerendered, and sent back as ``("ok", index, output)``; then
+    ``("done", None, None)``, or ``("error", None, exception)``.
+    """
     try:
         # numba fastmath off process-wide, also for processes this worker starts (pymc's own
         # sampler runs chains in child processes): see bayesmeta.mcmc._deterministic_numba
         flags = os.environ.get("PYTENSOR_FLAGS", "")
         os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags, "numba__fastmath=False"]))
+        _preimport()
+
+        try:
+            plan = plan_conn.recv()
+        except EOFError:
+            plan = None
+        if plan is None:
+            return
+        paths, pinned, order = plan
+        _single_blas_thread()
         ctx = RunContext(fast=fast, seed=seed, progress=_worker_say if verbose else
                          (lambda msg: None))
-        for p in paths:
+
+        def one(i):
             with warnings.catch_warnings(record=True):  # the parent has shown them
                 warnings.simplefilter("always")
-                spec = load_spec(p)
+                spec = load_spec(paths[i])
             ctx.progress(f"{spec.name} ({spec.kind}){' --fast' if fast else ''}")
             out = run_spec(spec, ctx)
-            prerender(out)  # figures and NetCDF as bytes here: the parent has less to draw
-            conn.send(("ok", out))
+            prerender(out, svg=svg)  # figures and NetCDF as bytes, drawn here
+            conn.send(("ok", i, out))
+
+        for i in pinned:
+            one(i)
+        while (i := _claim(counter, order)) is not None:
+            one(i)
+        conn.send(("done", None, None))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
-        conn.send(("error", err))
+        conn.send(("error", None, err))
     finally:
         conn.close()
 
 
-def _run_all(specs, ctx: RunContext, jobs: int) -> list[AnalysisOutput]:
-    """Run every spec; return outputs in spec order.
+def _single_blas_thread():
+    """One BLAS thread in this process (two processes share the cores; OpenBLAS's own threads
+    would spin against the other process). Returns the limiter (``with`` restores)."""
+    from threadpoolctl import threadpool_limits
 
-    With ``jobs > 1`` the MCMC analyses run in one worker process (one process pays the
-    samplers' start-up) while this process runs the exact and classical ones; without MCMC
-    analyses, every second analysis runs in the worker. Each analysis is seeded from its own
-    spec, so the numbers do not depend on the schedule. The worker is terminated on any error
-    or interrupt before the report is written.
-    """
-    say = ctx.progress
-    n = len(specs)
-    mcmc_idx = [i for i, s in enumerate(specs) if _uses_mcmc(s)]
-    if not mcmc_idx and n >= 3:
-        mcmc_idx = list(range(1, n, 2))
-    rest_idx = [i for i in range(n) if i not in mcmc_idx]
-    outputs: list[AnalysisOutput | None] = [None] * n
-    proc = conn = None
-    if jobs > 1 and mcmc_idx and rest_idx:
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class _Worker:
+    """The second process of a ``jobs > 1`` run: started before the specs are validated (its
+    imports overlap the validation), given its plan afterwards, its results collected by a
+    thread as they arrive (so it never waits for the parent to read)."""
+
+    def __init__(self, ctx: RunContext, svg: bool = False):
         import multiprocessing as mp
 
         # spawn: a clean interpreter (no inherited numba/OpenMP threads); not a daemon, so the
         # pymc sampler may start its own chain processes inside it
         ctxmp = mp.get_context("spawn")
-        conn, child = ctxmp.Pipe(duplex=False)
-        proc = ctxmp.Process(target=_run_in_worker, daemon=False,
-                             args=(child, [str(specs[i].path) for i in mcmc_idx], ctx.fast,
-                                   ctx.seed, ctx.verbose))
-        proc.start()
+        plan_r, self.plan = ctxmp.Pipe(duplex=False)
+        self.conn, child = ctxmp.Pipe(duplex=False)
+        self.counter = ctxmp.Value("i", 0)
+        self.proc = ctxmp.Process(target=_run_in_worker, daemon=False,
+                                  args=(plan_r, child, self.counter, ctx.fast, ctx.seed,
+                                        ctx.verbose, svg))
+        self.proc.start()
+        plan_r.close()
         child.close()
-        say(f"  {len(mcmc_idx)} analys{'is' if len(mcmc_idx) == 1 else 'es'} "
-            f"({', '.join(specs[i].name for i in mcmc_idx)}) running in a worker process")
-        serial = rest_idx
-    else:
-        serial = list(range(n))
+        self.inbox: queue.Queue = queue.Queue()
+        self.reader: threading.Thread | None = None
+
+    def start(self, paths, pinned, order) -> None:
+        """Send the plan; collect results from now on."""
+        try:
+            self.plan.send(([str(p) for p in paths], list(pinned), list(order)))
+        except OSError:  # a broken pipe here is the worker's, not stdout's
+            self.proc.join(timeout=5)
+            raise EstimationError(self.died()) from None
+        self.plan.close()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                msg = ("died", None, None)
+            except BaseException as err:  # noqa: BLE001 - e.g. an output that cannot unpickle
+                msg = ("error", None, err)
+            self.inbox.put(msg)
+            if msg[0] != "ok":
+                return
+
+    def died(self) -> str:
+        return ("the worker process running analyses beside this one died (exit code "
+                f"{self.proc.exitcode})")
+
+    def claim(self, order):
+        return _claim(self.counter, order)
+
+    def close(self) -> None:
+        """Stop the worker: once it has sent everything it exits by itself; before that (no
+        plan was sent, or an error or interrupt here) it is terminated."""
+        if self.reader is None or self.reader.is_alive():
+            self.proc.terminate()
+        self.proc.join()
+        if self.reader is not None:
+            self.reader.join()
+        self.plan.close()
+        self.conn.close()
+
+
+def _expected_seconds(specs, out_dir) -> list[float]:
+    """Expected cost of each analysis, to start the longest first: its run time recorded in
+    the previous report in ``out_dir`` (``provenance.json``); an analysis without one gets the
+    mean of the others (all equal, so the order given, when none is known). Only the order
+    of the work depends on it, never a number."""
+    import json
+
     try:
-        for i in serial:
-            spec = specs[i]
+        prov = json.loads((Path(out_dir) / "provenance.json").read_text(encoding="utf-8"))
+        past = {str(k): float(a["seconds"]) for k, a in prov["analyses"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        past = {}
+    known = [past[s.name] for s in specs if s.name in past]
+    mean = sum(known) / len(known) if known else 0.0
+    return [past.get(s.name, mean) for s in specs]
+
+
+def _run_all(specs, ctx: RunContext, jobs: int, *, worker: _Worker | None = None,
+             expected: list[float] | None = None, svg: bool = False) -> list[AnalysisOutput]:
+    """Run every spec; return outputs in spec order.
+
+    With ``jobs > 1`` (and two or more analyses) a worker process runs beside this one: the
+    MCMC analyses go to the worker (one process pays the samplers' start-up); every other
+    analysis is claimed by whichever process is free next, longest first by ``expected``
+    seconds (ties in the order given), and each process renders the figures of the analyses it
+    ran. Each analysis is seeded from its own spec, so the numbers do not depend on the
+    schedule. The worker is stopped on any error or interrupt before the report is written.
+    ``svg``: figures are prerendered with SVG copies (see :func:`bayesmeta.report.prerender`).
+    """
+    say = ctx.progress
+    n = len(specs)
+    outputs: list[AnalysisOutput | None] = [None] * n
+    own = worker is None and jobs > 1 and n > 1
+    if own:
+        worker = _Worker(ctx, svg)
+    if worker is None:
+        for i, spec in enumerate(specs):
             say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")
             outputs[i] = run_spec(spec, ctx)
-            if proc is not None:  # render figures while the worker is still sampling
-                prerender(outputs[i])
             say(f"      done in {outputs[i].seconds:.1f} s")
-        if proc is not None:
-            for k, i in enumerate(mcmc_idx):
-                try:
-                    status, value = conn.recv()
-                except EOFError:
-                    raise EstimationError(f"the worker process running the MCMC analyses died "
-                                          f"(exit code {proc.exitcode})",
-                                          ) from None
+        return outputs
+    try:
+        pinned = [i for i, s in enumerate(specs) if _uses_mcmc(s)]
+        cost = list(expected) if expected is not None else [0.0] * n
+        order = sorted((i for i in range(n) if i not in pinned), key=lambda i: -cost[i])
+        worker.start([s.path for s in specs], pinned, order)
+        if pinned:
+            say(f"  a worker process runs the MCMC analys{'is' if len(pinned) == 1 else 'es'} "
+                f"({', '.join(specs[i].name for i in pinned)}) and shares the others")
+        else:
+            say("  a worker process shares the analyses")
+
+        finished = False
+
+        def collect(block: bool) -> None:
+            """Take the worker's results (waiting for all of them when ``block``)."""
+            nonlocal finished
+            while not finished and (block or not worker.inbox.empty()):
+                status, i, value = worker.inbox.get()
                 if status == "error":
                     raise value
-                outputs[i] = value
-                say(f"[{i + 1}/{n}] {value.name} ({value.kind}) done in {value.seconds:.1f} s "
-                    "(worker)")
-                if k + 1 < len(mcmc_idx):  # render while the worker runs the next one
-                    prerender(value)
+                if status == "died":
+                    worker.proc.join(timeout=5)  # its exit code, when it has one
+                    raise EstimationError(worker.died()) from None
+                if status == "done":
+                    finished = True
+                else:
+                    outputs[i] = value
+                    say(f"[{i + 1}/{n}] {value.name} ({value.kind}) done in "
+                        f"{value.seconds:.1f} s (worker)")
+
+        with _single_blas_thread():
+            while (i := worker.claim(order)) is not None:
+                spec = specs[i]
+                say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")
+                outputs[i] = run_spec(spec, ctx)
+                prerender(outputs[i], svg=svg)  # figures drawn in the process that ran it
+                say(f"      done in {outputs[i].seconds:.1f} s")
+                collect(block=False)
+            collect(block=True)
+        missing = [specs[i].name for i, o in enumerate(outputs) if o is None]
+        if missing:
+            raise EstimationError(f"the worker process finished without running {missing}")
     finally:
-        if proc is not None:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
-            conn.close()
+        if own:
+            worker.close()
     return outputs
 
 
 def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool = False,
-        progress: Callable[[str], None] | None = None, argv=None, jobs: int = 2) -> Path:
+        progress: Callable[[str], None] | None = None, argv=None, jobs: int = 2,
+        svg: bool = False) -> Path:
     """Validate and run specs, write the report; return the output directory.
 
     Parameters
@@ -210,35 +359,47 @@ def run(spec_args=(), *, out_dir="reports", seed: int | None = None, fast: bool 
     fast : bool
         Few MCMC draws (smoke tests); the report says so.
     jobs : int
-        2 (default): MCMC analyses run in a worker process beside the others; 1: serial.
-        The numbers are the same either way.
+        2 (default): a worker process runs beside this one (the MCMC analyses in it, the
+        others shared, longest first by the run times in a previous report in ``out_dir``);
+        1: serial. The numbers are the same either way.
     progress : callable, optional
         Receives progress lines; with ``jobs = 2`` the worker prints its own lines, prefixed
         ``(worker)``, on stderr (none when ``progress`` is None).
+    svg : bool
+        Also write every figure as SVG beside its PNG (``<name>/figures/<f>.svg``).
     """
     say = progress or (lambda msg: None)
     paths = expand_spec_args(list(spec_args))
     if not paths:
         raise SpecError("no spec files found", fix="Give .toml files or a directory of them.")
-    specs = [load_spec(p) for p in paths]  # validate all before running any
-    names = [s.name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SpecError(f"analysis names must be unique; repeated: {dup}")
-    # refuse a foreign or unwritable --out folder before fitting anything
-    from bayesmeta.report import check_out_dir
-
-    check_out_dir(out_dir)
     ctx = RunContext(fast=fast, seed=seed, progress=say, verbose=progress is not None)
-    t_all = time.perf_counter()
-    outputs = _run_all(specs, ctx, jobs)
-    return write_outputs(outputs, out_dir, ctx=ctx, argv=argv, progress=say,
-                         seconds=time.perf_counter() - t_all)
+    # the worker imports the analysis modules while the specs are validated here
+    worker = _Worker(ctx, svg) if jobs > 1 and len(paths) > 1 else None
+    try:
+        specs = [load_spec(p) for p in paths]  # validate all before running any
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError(f"analysis names must be unique; repeated: {dup}")
+        # refuse a foreign or unwritable --out folder before fitting anything
+        from bayesmeta.report import check_out_dir
+
+        check_out_dir(out_dir)
+        t_all = time.perf_counter()
+        outputs = _run_all(specs, ctx, jobs, worker=worker,
+                           expected=_expected_seconds(specs, out_dir), svg=svg)
+        return write_outputs(outputs, out_dir, ctx=ctx, argv=argv, progress=say,
+                             seconds=time.perf_counter() - t_all, svg=svg)
+    finally:
+        if worker is not None:  # after the writing: its exit overlaps it
+            worker.close()
 
 
 def write_outputs(outputs: list[AnalysisOutput], out_dir, *, ctx: RunContext | None = None,
-                  argv=None, progress=None, seconds: float | None = None) -> Path:
-    """Write rendered analyses as one report (``results.csv``, ``audit.csv``, pages)."""
+                  argv=None, progress=None, seconds: float | None = None,
+                  svg: bool = False) -> Path:
+    """Write rendered analyses as one report (``results.csv``, ``audit.csv``, pages; SVG
+    copies of the figures with ``svg``)."""
     ctx = ctx or RunContext()
     res = [o.tables["results"] for o in outputs if "results" in o.tables]
     auds = [o.tables["audit"] for o in outputs if "audit" in o.tables and len(o.tables["audit"])]
@@ -248,5 +409,5 @@ def write_outputs(outputs: list[AnalysisOutput], out_dir, *, ctx: RunContext | N
     if seconds is not None:
         prov["seconds_total"] = round(seconds, 2)
     write_report(outputs, out_dir, prov, audit=audit_all, results=results_all,
-                 progress=progress or (lambda msg: None))
+                 progress=progress or (lambda msg: None), svg=svg)
     return Path(out_dir)

@@ -59,9 +59,32 @@ def test_html_is_self_contained(tmp_path):
     assert 'src="data:image/png;base64,' in text
     assert "http://" not in text and "https://" not in text and "<link" not in text
     assert (out / "demo" / "figures" / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"<svg" in (out / "demo" / "figures" / "line.svg").read_bytes()
+    assert not list(out.rglob("*.svg"))  # SVG only when asked for
+    assert "<code>&lt;analysis&gt;/figures/&lt;figure&gt;.png</code>" in text  # where they are
     assert (out / "demo" / "tables" / "studies.csv").is_file()
     assert (out / "demo" / "report.md").is_file() and (out / "provenance.json").is_file()
+
+
+def test_svg_copies_when_asked_for(tmp_path):
+    """``svg=True`` writes every figure as SVG too (reference: the SVG format's root element)
+    and the index says so; the PNG is the same file as without SVG (byte comparison)."""
+    from bayesmeta.report import prerender
+
+    write_report([make_output(title="plain")], tmp_path / "png", {})
+    write_report([make_output(title="plain")], tmp_path / "both", {}, svg=True)
+    svg = (tmp_path / "both" / "demo" / "figures" / "line.svg").read_bytes()
+    assert b"<svg" in svg and svg.rstrip().endswith(b"</svg>")
+    assert (tmp_path / "both" / "demo" / "figures" / "line.png").read_bytes() == \
+        (tmp_path / "png" / "demo" / "figures" / "line.png").read_bytes()
+    assert "and <code>.svg</code>" in (tmp_path / "both" / "index.html").read_text("utf-8")
+    o = make_output(title="plain")
+    prerender(o)  # rendered without SVG: asking for it at writing is refused, not ignored
+    with pytest.raises(BayesMetaError, match="SVG"):
+        write_report([o], tmp_path / "late", {}, svg=True)
+    o = make_output(title="plain")
+    prerender(o, svg=True)
+    write_report([o], tmp_path / "pre", {}, svg=True)
+    assert (tmp_path / "pre" / "demo" / "figures" / "line.svg").read_bytes() == svg
 
 
 def test_unsafe_analysis_name_is_refused(tmp_path):

@@ -9,6 +9,7 @@ every spec runs under the `slow` marker.
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,7 @@ def test_report_layout_and_provenance(exact_run):
     for name in ("bcg", "complications-2023", "onearm-2014"):
         assert (out / name / "index.html").is_file() and (out / name / "report.md").is_file()
         assert list((out / name / "figures").glob("*.png"))
-        assert list((out / name / "figures").glob("*.svg"))
+        assert not list((out / name / "figures").glob("*.svg"))  # SVG only with svg=True
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["fast"] is True and prov["seed"] == 7
     for name, p in prov["analyses"].items():
@@ -182,17 +183,21 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     mc = tmp_path / "bcg_mcmc.toml"
     mc.write_text(text, encoding="utf-8")
     specs = [mc, models_dir() / "meld_2014_fig3.toml"]
-    # survival (exact, in the parent: its NetCDF is rendered while the worker samples)
+    # survival (exact, run and rendered with its NetCDF by whichever process is free first)
     specs_ab = specs + [models_dir() / "survival_2023.toml"]
     a = runner.run(specs_ab, out_dir=tmp_path / "serial", fast=True, jobs=1)
     lines = []
     b = runner.run(specs_ab, out_dir=tmp_path / "parallel", fast=True, jobs=2,
-                   progress=lines.append)
+                   progress=lines.append, svg=True)
     for name in ("results.csv", "audit.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    pngs = sorted(p.relative_to(b) for p in b.glob("*/figures/*.png"))  # drawn in either process
+    assert pngs and [p.with_suffix(".svg") for p in pngs] == sorted(
+        p.relative_to(b) for p in b.glob("*/figures/*.svg"))
+    assert not list(a.glob("*/figures/*.svg"))
     ncs = sorted(p.relative_to(a) for p in a.glob("*/posterior/*.nc"))
     assert ncs and ncs == sorted(p.relative_to(b) for p in b.glob("*/posterior/*.nc"))
-    for rel in ncs:  # NetCDF rendered in the parent while waiting, or at writing: same draws
+    for rel in ncs:  # NetCDF rendered in either process, or at writing: same draws
         with xr.open_datatree(a / rel) as ta, xr.open_datatree(b / rel) as tb:
             assert set(ta.children) == set(tb.children) and "posterior" in ta.children
             for g in set(ta.children) - {"sample_stats"}:  # sample_stats hold timings
@@ -202,6 +207,42 @@ def test_parallel_schedule_gives_the_serial_numbers(tmp_path, capfd):
     assert any("bcg-mcmc (analysis) done in" in m and "(worker)" in m for m in lines)
     runner.run(specs, out_dir=tmp_path / "quiet", fast=True, jobs=2)
     assert "(worker)" not in capfd.readouterr().err
+
+
+def test_an_error_in_the_worker_reaches_the_caller(tmp_path, monkeypatch):
+    """An analysis failing in the worker process fails the run with the worker's own exception
+    (reference: the SpecError that loading the same file gives here), and no process is left.
+    This process's analysis waits until the worker has claimed the other, so the worker runs
+    one whatever the timing; both files are broken after validation, as if edited mid-run."""
+    from bayesmeta.exceptions import SpecError
+    from bayesmeta.spec import load_spec
+
+    text = (models_dir() / "bcg.toml").read_text(encoding="utf-8")
+    files = [tmp_path / "a.toml", tmp_path / "b.toml"]
+    for f, name in zip(files, "ab"):
+        f.write_text(text.replace('name = "bcg"', f'name = "bcg-{name}"'), encoding="utf-8")
+    specs = [load_spec(f) for f in files]
+    for f in files:
+        f.write_text(text.replace("[data]", "[data]\nrow_kindd = 1"), encoding="utf-8")
+    with pytest.raises(SpecError) as here:
+        load_spec(files[0])
+    ctx = runner.RunContext()
+    worker = runner._Worker(ctx)
+    real = runner.run_spec
+
+    def run_after_the_worker_claims(spec, c):
+        while worker.counter.value < len(specs):
+            time.sleep(0.01)
+        return real(spec, c)
+
+    monkeypatch.setattr(runner, "run_spec", run_after_the_worker_claims)
+    try:
+        with pytest.raises(SpecError) as there:
+            runner._run_all(specs, ctx, 2, worker=worker)
+        assert str(there.value).replace("b.toml", "a.toml") == str(here.value)
+    finally:
+        worker.close()
+    assert not worker.proc.is_alive() and worker.proc.exitcode is not None
 
 
 def test_simulation_page_carries_the_benchmark_table(tmp_path):

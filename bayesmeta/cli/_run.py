@@ -1,4 +1,5 @@
-"""``bayesmeta run [SPEC ...] [--out DIR] [--seed N] [--fast]``: run analyses, write the report.
+"""``bayesmeta run [SPEC ...] [--out DIR] [--seed N] [--fast] [--svg]``: run analyses, write the
+report.
 
 The output directory is checked before anything is fitted (:func:`bayesmeta.report.
 check_out_dir`), so a refused ``--out`` costs nothing.
@@ -13,8 +14,9 @@ import sys
 from bayesmeta.cli._help import FORMATTER, epilog, nonnegative_int, positive_int, wrap
 
 DESCRIPTION = """Run analysis specs (default: every bundled spec in models/) and write
-index.html (answers first), one page and Markdown file per analysis, CSV tables, figures,
-posterior NetCDF files and provenance.json into the output directory.
+index.html (answers first), one page and Markdown file per analysis, CSV tables, figures
+(PNG; SVG too with --svg), posterior NetCDF files and provenance.json into the output
+directory.
 
 The output directory must be new, empty or an earlier bayesmeta report; it is checked before
 anything is fitted, and replaced atomically at the end: an interrupted run leaves the previous
@@ -44,6 +46,8 @@ def add_parser(subparsers):
                    metavar="N",
                    help="1: run analyses one after another; 2 (default on >= 2 cores): MCMC "
                         "analyses in a worker process beside the others (same numbers)")
+    p.add_argument("--svg", action="store_true",
+                   help="also write every figure as SVG beside its PNG (DIR/NAME/figures/)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
     return p
@@ -70,7 +74,8 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         out = runner.run(args.specs, out_dir=args.out, seed=args.seed, fast=args.fast,
-                         jobs=args.jobs, progress=None if args.quiet else progress, argv=["bayesmeta", *sys.argv[1:]])
+                         jobs=args.jobs, progress=None if args.quiet else progress,
+                         argv=["bayesmeta", *sys.argv[1:]], svg=args.svg)
     finally:
         signal.signal(signal.SIGTERM, previous)
     progress(f"report: {out / 'index.html'}")
