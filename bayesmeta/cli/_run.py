@@ -44,8 +44,9 @@ def add_parser(subparsers):
                    help="few MCMC draws (smoke test); the report says so")
     p.add_argument("-j", "--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
                    metavar="N",
-                   help="1: run analyses one after another; 2 (default on >= 2 cores): MCMC "
-                        "analyses in a worker process beside the others (same numbers)")
+                   help="1: run analyses one after another; 2 or more (2 is the default on "
+                        ">= 2 cores; more than 2 runs as 2): this process and one worker share "
+                        "the analyses, longest first, MCMC ones in the worker (same numbers)")
     p.add_argument("--svg", action="store_true",
                    help="also write every figure as SVG beside its PNG (DIR/NAME/figures/)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
