@@ -236,7 +236,7 @@ class ClassicalResult:
     __repr__ = __str__
 
     def to_dict(self) -> dict:
-        """The scripting-contract JSON object (issue 2)."""
+        """The scripting-contract JSON object of ``bayesmeta classical --json``."""
         def f(x):
             return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
         return {
@@ -248,7 +248,7 @@ class ClassicalResult:
             "pi_low": f(self.pi_low), "pi_high": f(self.pi_high),
             "studies": [{"study": str(r.study), "yi": f(r.yi), "vi": f(r.vi),
                          "weight_pct": f(r.weight_pct)} for r in self.studies.itertuples()],
-        }  # exactly issue 2's scripting-contract keys: the CMH/Tarone tests are not in it
+        }  # exactly the scripting contract's keys: the CMH/Tarone tests are not in it
 
     def to_frame(self, *, analysis: str = "", outcome: str = "", subgroup: str = "",
                  time: str = "", studies: bool = True) -> pd.DataFrame:

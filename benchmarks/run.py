@@ -3,7 +3,7 @@
 
 Writes ``benchmarks/results.md`` (and ``results.json``: the engine/batch/simulate rows, read by
 the report; ``latency.json``: the latency, run, routes and anchors figures): the machine, the date and load, each
-target of issue 14 with its measured figure, then the tables below. Wall time beside CPU time
+latency target with its measured figure, then the tables below. Wall time beside CPU time
 (user + system of the measured processes): the machine is shared, so wall time varies with the
 load and CPU time is the steadier figure. Ratios are against a baseline measured in the same run.
 

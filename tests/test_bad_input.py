@@ -1,13 +1,13 @@
-"""Bad-input catalogue (issue 5): every kind of bad input, through the real CLI.
+"""Bad-input catalogue: every kind of bad input, through the real CLI.
 
-Contract under test (issue 5, DEVELOPING.md, style §10.5): bad input gives exit code 2, no
+Contract under test (DEVELOPING.md, style §10.5): bad input gives exit code 2, no
 traceback, exactly one line on stderr that starts with ``error:`` and names the file, the row
 and the column (for a spec: the spec file, the line and the key), says what is wrong and what
 to do; nothing is written to stdout and no output file or directory is (half-)written.
 ``warning:`` lines may precede the error (they say what was done, e.g. a continuity
 correction); ``bayesmeta validate`` may end with its ``N of M spec(s) invalid`` summary.
 
-Reference: the contract itself (issue 5 text); each expected fragment is what the contract asks
+Reference: the contract itself; each expected fragment is what the contract asks
 the message to contain (location + the offending value or key + a remedy), not a copy of our
 own output. Cases that document a defect are ``xfail(strict=True)`` naming file:function.
 

@@ -1,4 +1,4 @@
-"""``bayesmeta bayes``: the scripting contract of issue 3.
+"""``bayesmeta bayes``: its scripting contract.
 
 Independent references: the MD effect sizes are the textbook closed form from the arm data
 (2014 Figure 3, 2-week rows); posterior moments are checked against the brute-force nested

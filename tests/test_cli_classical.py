@@ -1,4 +1,4 @@
-"""``bayesmeta classical``: the scripting contract of issue 2.
+"""``bayesmeta classical``: its scripting contract.
 
 References: metafor JSON (tests/reference/metafor_reference.json) for the numbers; the
 printed 2014 Figure 3 (test for subgroup differences 0.84, df 2) for ``--by``.

@@ -7,7 +7,7 @@ the textbook precision-weighted mean; the integrand is evaluated pointwise. Summ
 and theta_new use the textbook conditionals given (mu, tau). Quantiles are checked through the
 reference CDF: the quantile error is estimated as (F_ref(q_hat) - p) / f_ref(q_hat).
 
-Tolerance: ``tolerances.QUADRATURE`` (abs 1e-6), the issue's contract.
+Tolerance: ``tolerances.QUADRATURE`` (abs 1e-6), the engine's contract.
 """
 
 from __future__ import annotations

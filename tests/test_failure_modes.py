@@ -1,7 +1,7 @@
-"""Failure modes (issue 5): nothing is lost, half-written, reported clean when it is not, or
+"""Failure modes: nothing is lost, half-written, reported clean when it is not, or
 rendered unescaped.
 
-References: the contract in issue 5 / issue 4 ("Writing is atomic: an interrupted run leaves
+References: the writing contract ("Writing is atomic: an interrupted run leaves
 the previous report intact. Re-running with the same seed gives identical numbers."; "User
 strings are HTML-escaped") and the convergence thresholds of Vehtari et al. (2021) as encoded in
 ``bayesmeta.diagnostics.THRESHOLDS`` (two chains centred 5 SD apart have R-hat >> 1.01).

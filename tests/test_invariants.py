@@ -1,4 +1,4 @@
-"""Invariants of the estimators, checked with hypothesis (issue 5).
+"""Invariants of the estimators, checked with hypothesis.
 
 Every property here is a mathematical identity of the estimator, so the reference is the
 identity itself (closed form / algebra, style §10.6 source 1): permuting studies changes

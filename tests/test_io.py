@@ -1,4 +1,4 @@
-"""Bad-input catalogue for bayesmeta.io (issue 5): one test per case.
+"""Bad-input catalogue for bayesmeta.io: one test per case.
 
 Reference: the contract in bayesmeta/io.py's docstring and DEVELOPING.md — every bad value is a
 DataError whose message names the file, the spreadsheet row (header = row 1) and the column.

@@ -130,7 +130,7 @@ def test_settings_and_input_validation():
 def test_nested_meld2014_runs_clean_and_agrees_with_classical_twin(nested_meld_fit, meld2014):
     """2014 MELD arm data (2 studies x 3 weeks, study effect shared over time), package defaults.
 
-    Checks: 0 divergences and a clean fit (the issue's requirement for bundled data).
+    Checks: 0 divergences and a clean fit (required of bundled data).
     Reference (sanity check, NOT an accuracy test): the classical twin
     ``classical.fit_multilevel`` (metafor rma.mv, random = ~ 1 | study/time, REML): same sign of
     the overall effect and the REML estimate inside the 95% credible interval. The models differ

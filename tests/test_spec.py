@@ -43,7 +43,7 @@ def test_every_bundled_spec_validates(path):
 
 def _what_is_fitted(spec):
     """What a bundled spec analyses: a spec has no kind; its models, audit recipe and design
-    decide (the six analyses of issue 4 plus the simulation of issue 6)."""
+    decide (the six bundled analyses plus the simulation)."""
     if spec.is_simulation:
         return "simulation"
     models = (spec.bayes.model,) if isinstance(spec.bayes.model, str) else spec.bayes.model
@@ -51,8 +51,8 @@ def _what_is_fitted(spec):
             spec.data.total_level, spec.data.arm)
 
 
-def test_bundled_specs_cover_every_analysis_the_issues_ask_for():
-    """Issue 4's six bundled analyses, plus issue 6's simulation results in the report:
+def test_bundled_specs_cover_every_bundled_analysis():
+    """The six bundled analyses, plus the simulation results in the report:
     2014 Figure 3 (per-week NNHM + nested across weeks, RevMan forest audit), 2014 Table 2
     (one-arm change MC of arm 1, its table audited), 2023 survival (published ORs over time),
     2023 liver function (nested over published subgroup x week cells, 'all' apart),

@@ -1,12 +1,12 @@
 """Named tolerance tiers: each is named by *why* two numbers may differ.
 
 EXACT      closed-form arithmetic vs reference software (both IEEE double): rtol 1e-10.
-METAFOR    closed-form estimators vs metafor JSON written with %.17g: rtol 1e-6 is the issue's
+METAFOR    closed-form estimators vs metafor JSON written with %.17g: rtol 1e-6 is the agreed
            contract; our closed forms typically agree to ~1e-12.
 OPTIMIZER  iterative tau² (REML/ML/PM/EB/SJ iterated) vs metafor: both stop at a convergence
            tolerance (metafor threshold 1e-5 on the tau² step); rtol 1e-5 on tau², and its
            propagated effect on estimates/SEs.
-QUADRATURE exact-engine summaries vs an independent integration: abs 1e-6 (issue 3 contract).
+QUADRATURE exact-engine summaries vs an independent integration: abs 1e-6 (the exact engine's contract).
 CROSSED    an effect mixture crossed with a tau grid read from the interpolated H table
            (bayesmeta.crossed) vs the direct K x J sum: CDF abs 1e-8 (3e-9 measured), quantiles
            rtol 1e-6 (2e-7 measured); the contract is 1e-4 on probabilities, 1e-5 on quantiles.
