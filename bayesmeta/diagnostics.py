@@ -105,19 +105,33 @@ def _ebfmi(energy: np.ndarray) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _worst(ds, fn) -> tuple[float, str]:
-    """Worst value of a per-variable diagnostic Dataset; fn='max' or 'min'. NaN wins."""
-    best_val, best_name = (-math.inf if fn == "max" else math.inf), ""
+def _stack(ds):
+    """Every scalar of ``ds`` as one (chain, draw, _k) DataArray (ArviZ then computes each
+    diagnostic once over all of them, with the numbers it gives per variable) and the
+    variable name of each column."""
+    import xarray as xr
+
+    cols, names = [], []
     for name, da in ds.data_vars.items():
-        vals = np.asarray(da.values, dtype=float).ravel()
-        if vals.size == 0:
-            continue
-        if np.isnan(vals).any():
-            return math.nan, str(name)
-        v = float(vals.max() if fn == "max" else vals.min())
-        if (fn == "max" and v > best_val) or (fn == "min" and v < best_val):
-            best_val, best_name = v, str(name)
-    return best_val, best_name
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        a = np.asarray(da.transpose("chain", "draw", *extra).values, dtype=float)
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        cols.append(a)
+        names += [str(name)] * a.shape[2]
+    arr = np.concatenate(cols, axis=2) if cols else np.zeros((1, 0, 0))
+    return xr.DataArray(arr, dims=("chain", "draw", "_k")), names
+
+
+def _worst_of(vals: np.ndarray, names: list[str], fn) -> tuple[float, str]:
+    """Worst value of a per-scalar diagnostic and its variable; fn='max' or 'min'; NaN wins
+    (the first, in variable order)."""
+    if vals.size == 0:
+        return (-math.inf if fn == "max" else math.inf), ""
+    nan = np.flatnonzero(np.isnan(vals))
+    if nan.size:
+        return math.nan, names[int(nan[0])]
+    i = int(np.argmax(vals) if fn == "max" else np.argmin(vals))
+    return float(vals[i]), names[i]
 
 
 def check_convergence(datatree, var_names=None, *, warn: bool = True,
@@ -159,12 +173,13 @@ def check_convergence(datatree, var_names=None, *, warn: bool = True,
         # (ArviZ's own notes on short chains and the arithmetic warnings of constant draws)
         warnings.filterwarnings("ignore", module=r"arviz")
         warnings.filterwarnings("ignore", category=RuntimeWarning)
-        rhat = _node_ds(az.rhat(post_ds))
-        ess_b = _node_ds(az.ess(post_ds, method="bulk"))
-        ess_t = _node_ds(az.ess(post_ds, method="tail"))
-    r_max, r_name = _worst(rhat, "max")
-    eb_min, eb_name = _worst(ess_b, "min")
-    et_min, et_name = _worst(ess_t, "min")
+        stacked, names = _stack(post_ds)
+        rhat = np.asarray(az.rhat(stacked), dtype=float)
+        ess_b = np.asarray(az.ess(stacked, method="bulk"), dtype=float)
+        ess_t = np.asarray(az.ess(stacked, method="tail"), dtype=float)
+    r_max, r_name = _worst_of(rhat, names, "max")
+    eb_min, eb_name = _worst_of(ess_b, names, "min")
+    et_min, et_name = _worst_of(ess_t, names, "min")
     stats = _node_ds(datatree["sample_stats"])
     div = int(np.asarray(stats["diverging"].values).sum()) if "diverging" in stats else 0
     ebfmi = _ebfmi(stats["energy"].values) if "energy" in stats else ()

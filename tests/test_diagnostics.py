@@ -81,3 +81,45 @@ def test_nutpie_refuses_tune_zero():
 
     with pytest.raises(SpecError, match="Invalid tune 0 for sampler 'nutpie'"):
         mcmc.SamplerSettings(tune=0)
+
+
+def test_worst_scalar_equals_arviz_per_variable():
+    """check_convergence computes R-hat and ESS once over all scalars stacked. Reference:
+    az.rhat / az.ess on the Dataset, one variable at a time (ArviZ's own per-variable path),
+    maximum / minimum taken over each variable's scalars: the same worst values, named by the
+    same variable, on draws where a vector variable holds the worst R-hat, another the worst
+    ESS, and with a constant variable (NaN R-hat wins)."""
+    import arviz_stats as azs
+
+    rng = np.random.default_rng(3)
+    c, d = 4, 300
+    walk = np.cumsum(rng.normal(size=(c, d)), axis=1) * 0.05 + rng.normal(size=(c, d))
+    post = xr.Dataset({"m": (("chain", "draw"), rng.normal(size=(c, d))),
+                       "v": (("chain", "draw", "k"), np.stack(
+                           [rng.normal(size=(c, d)), walk,
+                            rng.normal(size=(c, d)) + np.arange(c)[:, None] * 0.3], -1)),
+                       "w": (("chain", "draw"), walk[::-1])})
+    stats = xr.Dataset({"energy": (("chain", "draw"), rng.normal(size=(c, d))),
+                        "diverging": (("chain", "draw"), np.zeros((c, d), bool))})
+    for ds in (post, post.assign(const=(("chain", "draw"), np.ones((c, d))))):
+        tree = xr.DataTree.from_dict({"/posterior": ds, "/sample_stats": stats})
+        conv = diagnostics.check_convergence(tree, warn=False)
+
+        def worst(res, pick):
+            vals = {n: np.asarray(res[n].values, float).ravel() for n in res.data_vars}
+            for n, v in vals.items():
+                if np.isnan(v).any():
+                    return np.nan, n
+            n = pick(vals, key=lambda n: pick(vals[n]))
+            return float(pick(vals[n])), n
+
+        with np.errstate(all="ignore"):
+            ref_r = worst(azs.rhat(ds), max)
+            ref_b = worst(azs.ess(ds, method="bulk"), min)
+            ref_t = worst(azs.ess(ds, method="tail"), min)
+        got = [(conv.r_hat_max, conv.worst["r_hat_max"]),
+               (conv.ess_bulk_min, conv.worst["ess_bulk_min"]),
+               (conv.ess_tail_min, conv.worst["ess_tail_min"])]
+        for (gv, gn), (rv, rn) in zip(got, [ref_r, ref_b, ref_t]):
+            assert gn == rn
+            assert (np.isnan(gv) and np.isnan(rv)) or gv == pytest.approx(rv, rel=1e-12)
