@@ -321,7 +321,7 @@ def latency_sections(lat, runall, routes_, anch, stale=None) -> list[str]:
         cl = by.get("classical", {})
         rt = {r["route"]: r for r in (routes_ or [])}
         if "anchors" not in stale:
-            head = " (same run)"
+            head = " (same run" + (", except the PyMC rows" if "routes" in stale else "") + ")"
         elif "latency" in stale:
             head = _stale(stale, "anchors")
         else:
@@ -335,14 +335,18 @@ def latency_sections(lat, runall, routes_, anch, stale=None) -> list[str]:
                      and ours == ours else "-")
             L.append(f"| {name} | {_f(theirs)} | {_f(ours)}{note} | {ratio} |")
 
+        # the PyMC anchors are the routes table's rows: dated when that part was not re-run
+        rnote = (f"; the routes table's figure of {stale['routes']}, *ours* from this run"
+                 if "routes" in stale else "")
         pd_ = rt.get("pymc-default", {})
         if "warm_wall" in pd_:
             row("PyMC default `pm.sample()` on the same NNHM, fresh process, warm (nutpie, "
-                "compiles per process)", pd_["warm_wall"], nn.get("warm_wall"),
+                f"compiles per process{rnote})", pd_["warm_wall"], nn.get("warm_wall"),
                 " (`bayesmeta bayes --engine mcmc`, warm)")
         pn = rt.get("pymc-nuts", {})
         if "warm_wall" in pn:
-            row("PyMC's own NUTS (`nuts_sampler='pymc'`), same NNHM, fresh process, warm",
+            row("PyMC's own NUTS (`nuts_sampler='pymc'`), same NNHM, fresh process, warm"
+                + (f" ({rnote[2:]})" if rnote else ""),
                 pn["warm_wall"], nn.get("warm_wall"), " (same)")
         m = anch.get("metafor", {})
         if "skipped" in m:
