@@ -190,6 +190,10 @@ def analysis_cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
     nested_cli = [*cli, "bayes", nested, "--measure", "MD", "--model", "nested",
                   "--study", "study", "--time", "time"]
     return [
+        ("imports", "baseline: `python -c \"import pandas, scipy.stats, xarray, arviz, numba, "
+         "nutpie\"` (what a warm MCMC call imports before any work; nutpie imports ArviZ, which "
+         "imports matplotlib)",
+         [PY, "-c", "import pandas, scipy.stats, xarray, arviz, numba, nutpie"]),
         ("classical", "`bayesmeta classical bcg.csv --measure RR` (13 rows)",
          [*cli, "classical", bcg, "--measure", "RR"]),
         ("NNHM exact", "`bayesmeta bayes bcg.csv --measure RR` (exact engine, 13 rows)",

@@ -271,6 +271,10 @@ def latency_sections(lat, runall, routes_, anch, stale=None) -> list[str]:
                  f"{'' if r['warm_wall'] <= tw or r['warm_cpu'] > tw else '; CPU time is within'} |")
         L.append(f"| {model}: same, ≤ {tc:g} s cold | {_f(r['cold_wall'])} "
                  f"({_f(r['cold_cpu'])} CPU) | {'yes' if r['cold_wall'] <= tc else 'no'} |")
+    imp = by.get("imports")
+    if imp and "error" not in imp:
+        L.append(f"| baseline: the imports alone of a warm MCMC call (no work) | "
+                 f"{_f(imp['warm_wall'])} ({_f(imp['warm_cpu'])} CPU) | - |")
     if runall and "error" not in runall:
         L.append(f"| `bayesmeta run`, all bundled specs, ≤ 10 s warm | {_f(runall['warm_wall'])} "
                  f"({_f(runall['warm_cpu'])} CPU) | {'yes' if runall['warm_wall'] <= 10 else 'no'} |")
