@@ -60,6 +60,15 @@ def _bench_table() -> pd.DataFrame | None:
         return None
 
 
+def _coverage_view(table: pd.DataFrame, cells: list[str], methods, pct) -> pd.DataFrame:
+    """Coverage "% (MC SE %)" with a row per cell (labels ``cells``, one per row of ``table``,
+    in their order of first appearance) and a column per method (in ``methods``' order)."""
+    show = table.assign(cell=cells, txt=[f"{pct(c)} ({100 * s:.1f})" for c, s in
+                                         table[["coverage", "coverage_mcse"]].to_numpy()])
+    piv = show.pivot(index="cell", columns="method", values="txt")
+    return piv.loc[list(dict.fromkeys(cells)), [m for m in methods if m in piv.columns]]
+
+
 def run_simulation(spec, ctx) -> AnalysisOutput:
     """Coverage, width and bias of 95% intervals with 2-10 studies, by simulation.
 
@@ -135,13 +144,9 @@ def run_simulation(spec, ctx) -> AnalysisOutput:
     out.answers = answers
 
     out.h("Which intervals keep their 95% promise with 2-5 studies?")
-    show = table.assign(cell=[f"{r.scale}, k = {r.k}, tau = {r.tau:g}"
-                              for r in table.itertuples()],
-                        txt=[f"{pct(c)} ({100 * s:.1f})" for c, s in
-                             table[["coverage", "coverage_mcse"]].to_numpy()])
-    piv = show.pivot(index="cell", columns="method", values="txt")
-    order = list(dict.fromkeys(show.sort_values(["scale", "k", "tau"])["cell"]))
-    piv = piv.loc[order, [m for m in methods if m in piv.columns]]
+    by_cell = table.sort_values(["scale", "k", "tau"], kind="stable")
+    piv = _coverage_view(by_cell, [f"{r.scale}, k = {r.k}, tau = {r.tau:g}"
+                                   for r in by_cell.itertuples()], methods, pct)
     piv.columns = [_sim_label(m) for m in piv.columns]
     out.table("coverage_view", piv.reset_index(),
               f"Coverage of the true mu by the {level:.0%} interval, % (Monte Carlo SE), "
@@ -237,13 +242,9 @@ def run_nested_simulation(spec, ctx) -> AnalysisOutput:
                                f"{tau_txt}: " + "; ".join(parts) + ".")
     out.answers = answers
     out.h("Do the nested model's intervals keep their promise?")
-    show = table.assign(cell=[f"{r.estimand}, k = {r.k}, r_true = {r.r_true:g}, tau = {r.tau:g}"
-                              for r in table.itertuples()],
-                        txt=[f"{pct(c)} ({100 * s:.1f})" for c, s in
-                             table[["coverage", "coverage_mcse"]].to_numpy()])
-    order = list(dict.fromkeys(show["cell"]))
-    piv = show.pivot(index="cell", columns="method", values="txt")
-    piv = piv.loc[order, [m for m in ghm_sim.METHODS if m in piv.columns]]
+    piv = _coverage_view(table, [f"{r.estimand}, k = {r.k}, r_true = {r.r_true:g}, "
+                                 f"tau = {r.tau:g}" for r in table.itertuples()],
+                         ghm_sim.METHODS, pct)
     out.table("coverage_view", piv.reset_index(),
               f"Coverage of the true value by the {level:.0%} interval, % (Monte Carlo SE), "
               f"{n} simulated meta-analyses per row (3 contrasts or 6 cells each).", csv=False)
