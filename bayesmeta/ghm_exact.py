@@ -31,7 +31,8 @@ from scipy import optimize, special
 from bayesmeta.exceptions import ConvergenceWarning, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame, as_param
 from bayesmeta.ghm import Estimand, GHMDesign, build_design
-from bayesmeta.ghm_kernel import Kernel, single_threaded
+from bayesmeta.blas import single_threaded
+from bayesmeta.ghm_kernel import Kernel
 from bayesmeta.ghm_quad import IS_TOL, TOL, Nodes, integrate
 
 __all__ = ["GHMExactFit", "fit_ghm", "fit_design", "r_sensitivity", "exact_loo",

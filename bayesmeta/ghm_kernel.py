@@ -20,13 +20,11 @@ Predictive estimands add the variance of new independent terms (a new study's ``
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import threading
 
 import numpy as np
 
+from bayesmeta.blas import single_threaded
 from bayesmeta.ghm import Estimand, GHMDesign
 
 _LOG2PI = math.log(2.0 * math.pi)
@@ -43,47 +41,6 @@ SCALES = ("sigma_subgroup", "sigma_time", "sigma_study", "tau")
 #: ~n^2.5 eps cond (1e-8 for n = 18), far below the 1e-7 at which a node is dropped (the
 #: measured ratio of the two is ~1e-17 x cond).
 COND_DIRECT = 1e4
-
-
-_LIMIT = threading.local()
-_CONTROLLER = []
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run the enclosed linear algebra with one BLAS/LAPACK thread (nested uses are free).
-
-    The engine's linear algebra is many independent small problems (n x n matrices per node,
-    n ~ 10-60, and products with a few columns): BLAS threads only add synchronisation there.
-    Measured on the 18-row nested CLI case: CPU time 5.5 s -> 3.3 s, wall time lower too."""
-    if getattr(_LIMIT, "depth", 0) > 0:
-        yield
-        return
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _CONTROLLER.append(ThreadpoolController())
-        except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: leave threads
-            _CONTROLLER.append(None)
-    ctl = _CONTROLLER[0]
-    _LIMIT.depth = 1
-    try:
-        if ctl is None:
-            yield
-        else:
-            with ctl.limit(limits=1, user_api="blas"):
-                yield
-    finally:
-        _LIMIT.depth = 0
-
-
-def single_threaded(func):
-    """Decorator: :func:`one_blas_thread` around ``func``."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with one_blas_thread():
-            return func(*args, **kwargs)
-    return wrapper
 
 
 class Kernel:

@@ -43,7 +43,7 @@ from scipy import optimize, stats
 from bayesmeta.exceptions import ConvergenceWarning, EstimationError, SpecError
 from bayesmeta.fits import Fit, Param, _summary_frame
 from bayesmeta.ghm import BetaPrior, GHMDesign, build_design
-from bayesmeta.ghm_kernel import single_threaded
+from bayesmeta.blas import single_threaded
 
 __all__ = ["STRUCTS", "TESTS", "GHMClassicalResult", "GHMClassicalFit", "fit_ghm_reml"]
 

@@ -27,6 +27,7 @@ from typing import Callable
 import pandas as pd
 
 from bayesmeta import results
+from bayesmeta.blas import one_blas_thread
 from bayesmeta.exceptions import BayesMetaError, EstimationError, SpecError
 from bayesmeta.pipeline import RunContext
 from bayesmeta.report import AnalysisOutput, prerender, write_report
@@ -157,7 +158,6 @@ def _run_in_worker(plan_conn, conn, counter, fast, seed, verbose=False, svg=Fals
         if plan is None:
             return
         paths, pinned, order = plan
-        _single_blas_thread()
         ctx = RunContext(fast=fast, seed=seed, progress=_worker_say if verbose else
                          (lambda msg: None))
 
@@ -170,23 +170,16 @@ def _run_in_worker(plan_conn, conn, counter, fast, seed, verbose=False, svg=Fals
             prerender(out, svg=svg)  # figures and NetCDF as bytes, drawn here
             conn.send(("ok", i, out))
 
-        for i in pinned:
-            one(i)
-        while (i := _claim(counter, order)) is not None:
-            one(i)
+        with one_blas_thread():  # this process shares the cores with the parent
+            for i in pinned:
+                one(i)
+            while (i := _claim(counter, order)) is not None:
+                one(i)
         conn.send(("done", None, None))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which re-raises it
         conn.send(("error", None, err))
     finally:
         conn.close()
-
-
-def _single_blas_thread():
-    """One BLAS thread in this process (two processes share the cores; OpenBLAS's own threads
-    would spin against the other process). Returns the limiter (``with`` restores)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 class _Worker:
@@ -325,7 +318,7 @@ def _run_all(specs, ctx: RunContext, jobs: int, *, worker: _Worker | None = None
                     say(f"[{i + 1}/{n}] {value.name} ({value.kind}) done in "
                         f"{value.seconds:.1f} s (worker)")
 
-        with _single_blas_thread():
+        with one_blas_thread():
             while (i := worker.claim(order)) is not None:
                 spec = specs[i]
                 say(f"[{i + 1}/{n}] {spec.name} ({spec.kind}){' --fast' if ctx.fast else ''}")

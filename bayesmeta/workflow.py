@@ -39,7 +39,7 @@ from scipy import special, stats
 
 from bayesmeta.fits import Param
 from bayesmeta.ghm import GHMDesign
-from bayesmeta.ghm_kernel import single_threaded
+from bayesmeta.blas import single_threaded
 
 __all__ = ["prior_predictive", "posterior_predictive", "prior_posterior",
            "prior_posterior_nnhm", "loo_compare",

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bayesmeta import ghm, ghm_exact, ghm_kernel
+from bayesmeta import blas, ghm, ghm_exact, ghm_kernel
 from tests.tolerances import EXACT, REASSOCIATED
 
 
@@ -111,8 +111,8 @@ def test_one_blas_thread_scope_restores_threads():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = [i["num_threads"] for i in threadpoolctl.threadpool_info()
               if i["user_api"] == "blas"]
-    with ghm_kernel.one_blas_thread():
-        with ghm_kernel.one_blas_thread():
+    with blas.one_blas_thread():
+        with blas.one_blas_thread():
             inside = [i["num_threads"] for i in threadpoolctl.threadpool_info()
                       if i["user_api"] == "blas"]
     after = [i["num_threads"] for i in threadpoolctl.threadpool_info()
