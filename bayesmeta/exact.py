@@ -628,8 +628,9 @@ class ExactResult:
             return np.full(qs.shape, float(self.tau_prior.value))
         g, mp = self._grid, self._map
         if qs.size >= _TABLE_MIN_Q and g.t.size > 1:
-            # start from the CDF at the nodes, interpolated (cubic Hermite: the density at a
-            # node is its weight / h); then Newton on the sinc CDF in t
+            # start from the CDF at the nodes, interpolated (quintic Hermite on the CDF, its
+            # density, weight / h at a node, and the density's slope); then Newton on the
+            # sinc CDF in t
             tn, Fn, fn, dfn = self._tau_table
             j = np.clip(np.searchsorted(Fn, qs), 1, tn.size - 1)
             i = j - 1
